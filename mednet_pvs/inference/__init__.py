@@ -1,0 +1,1 @@
+"""Inference engine: nnU-Net-equivalent preprocessing, Gaussian sliding window, TTA, fold ensembles."""

@@ -1,0 +1,1 @@
+"""Model cards, the model registry, network builders and importers of published weights."""

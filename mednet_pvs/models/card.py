@@ -1,0 +1,159 @@
+"""The model directory format: ``model.json`` (the model card) plus ``fold_<k>.safetensors``.
+
+A model directory is portable and holds no pickles. ``model.json`` describes everything inference
+needs (architecture, input contrasts, labels, spacing, normalisation, patch size, folds, threshold)
+and where the weights came from (provenance, licence, training data, metrics), with the sha256 of
+every weight file so that a corrupted or substituted file is refused before it is loaded.
+
+Axis convention: ``axes`` is the permutation from the conformed (RAS+, x/y/z) image array to the
+array the network sees; ``spacing``, ``patch_size`` and ``mirror_axes`` are in network axis order.
+nnU-Net v1 models see SimpleITK's (z, y, x) order, i.e. ``axes = [2, 1, 0]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mednet_pvs.errors import ModelError
+
+__all__ = ["CARD_NAME", "SCHEMA_VERSION", "ModelCard", "fold_file_name", "sha256sum"]
+
+CARD_NAME = "model.json"
+SCHEMA_VERSION = 1
+NORMALIZATION_SCHEMES = ("zscore",)
+
+
+def fold_file_name(fold: int) -> str:
+    """File name of one fold's weights inside a model directory."""
+    return f"fold_{fold}.safetensors"
+
+
+def sha256sum(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class ModelCard:
+    """Everything inference needs to know about a model, as stored in ``model.json``."""
+
+    name: str
+    version: str
+    architecture: dict[str, Any]
+    contrasts: list[str]
+    labels: dict[str, str]
+    spacing: list[float]
+    patch_size: list[int]
+    folds: list[int]
+    axes: list[int] = field(default_factory=lambda: [0, 1, 2])
+    normalization: dict[str, Any] = field(default_factory=lambda: {"scheme": "zscore", "use_mask": True})
+    mirror_axes: list[int] = field(default_factory=lambda: [0, 1, 2])
+    step_size: float = 0.5
+    threshold: float = 0.5
+    description: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Raise :class:`ModelError` naming the first field that is inconsistent."""
+        problems: list[str] = []
+        if self.schema_version > SCHEMA_VERSION:
+            problems.append(f"schema_version {self.schema_version} is newer than this mednet-pvs ({SCHEMA_VERSION})")
+        if "family" not in self.architecture:
+            problems.append("architecture.family is missing")
+        if sorted(self.axes) != [0, 1, 2]:
+            problems.append(f"axes {self.axes} is not a permutation of [0, 1, 2]")
+        for key in ("spacing", "patch_size"):
+            value = getattr(self, key)
+            if len(value) != 3 or any(v <= 0 for v in value):
+                problems.append(f"{key} {value} must be three positive numbers")
+        if not self.folds:
+            problems.append("folds is empty")
+        if "0" not in self.labels or len(self.labels) < 2:
+            problems.append(f"labels {self.labels} must map '0' (background) and at least one foreground class")
+        if self.normalization.get("scheme") not in NORMALIZATION_SCHEMES:
+            problems.append(f"normalization scheme {self.normalization.get('scheme')!r} is not supported")
+        if any(axis not in (0, 1, 2) for axis in self.mirror_axes):
+            problems.append(f"mirror_axes {self.mirror_axes} must be among 0, 1, 2")
+        if not 0.0 < self.threshold < 1.0:
+            problems.append(f"threshold {self.threshold} must be in (0, 1)")
+        if not 0.0 < self.step_size <= 1.0:
+            problems.append(f"step_size {self.step_size} must be in (0, 1]")
+        if problems:
+            raise ModelError(f"model card {self.name!r} is invalid: " + "; ".join(problems))
+
+    # ------------------------------------------------------------------ I/O
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "model.json") -> ModelCard:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ModelError(f"{source}: unknown fields {unknown}")
+        try:
+            card = cls(**data)
+        except TypeError as exc:
+            raise ModelError(f"{source}: missing or malformed fields ({exc})") from exc
+        card.validate()
+        return card
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ModelCard:
+        path = Path(directory) / CARD_NAME
+        if not path.is_file():
+            raise ModelError(f"{directory}: not a model directory (no {CARD_NAME})")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelError(f"{path}: cannot be read as JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ModelError(f"{path}: must hold a JSON object")
+        return cls.from_dict(data, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``model.json`` atomically into ``directory``."""
+        from mednet_pvs.utils.atomic import write_json
+
+        self.validate()
+        return write_json(Path(directory) / CARD_NAME, self.to_dict())
+
+    # ------------------------------------------------------------------ integrity
+    def record_checksums(self, directory: str | Path) -> None:
+        """Fill ``files`` with the sha256 of every fold's weight file in ``directory``."""
+        directory = Path(directory)
+        self.files = {fold_file_name(k): sha256sum(directory / fold_file_name(k)) for k in self.folds}
+
+    def verify(self, directory: str | Path, folds: list[int] | None = None) -> None:
+        """Check the sha256 of the weight files of ``folds`` (default: all); raise ModelError on mismatch."""
+        directory = Path(directory)
+        for fold in self.folds if folds is None else folds:
+            name = fold_file_name(fold)
+            expected = self.files.get(name)
+            path = directory / name
+            if expected is None:
+                raise ModelError(f"{path}: no sha256 recorded in {CARD_NAME}; refusing unverified weights")
+            if not path.is_file():
+                raise ModelError(f"{path}: weight file is missing")
+            actual = sha256sum(path)
+            if actual != expected:
+                raise ModelError(
+                    f"{path}: sha256 mismatch (expected {expected[:12]}..., found {actual[:12]}...); "
+                    "the file is corrupted or was replaced. Re-import or re-download the model."
+                )
+
+    @property
+    def foreground_labels(self) -> list[int]:
+        return sorted(int(k) for k in self.labels if int(k) != 0)

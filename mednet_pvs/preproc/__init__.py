@@ -1,0 +1,1 @@
+"""Image preprocessing: loading with validation, conforming, bias correction, skull stripping."""

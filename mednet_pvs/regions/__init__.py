@@ -1,0 +1,1 @@
+"""PVS regions: the label set, the bundled MNI atlas, registration, FreeSurfer label mapping."""
