@@ -19,8 +19,8 @@ from mednet_pvs.errors import InputImageError
 __all__ = [
     "conform",
     "load_anatomical",
-    "to_native",
     "native_image",
+    "to_native",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -52,7 +52,9 @@ def load_anatomical(path: str | Path) -> nib.Nifti1Image:
     try:
         data = np.asanyarray(img.dataobj)
     except (EOFError, zlib.error, OSError, ValueError) as exc:
-        raise InputImageError(path, f"is truncated or corrupt; its voxel data cannot be read ({exc})") from exc
+        raise InputImageError(
+            path, f"is truncated or corrupt; its voxel data cannot be read ({exc})"
+        ) from exc
 
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
@@ -63,7 +65,9 @@ def load_anatomical(path: str | Path) -> nib.Nifti1Image:
             "volume. Extract the volume to use (e.g. the first: fslroi in out 0 1) and retry.",
         )
     if data.ndim != 3 or min(data.shape) < 2:
-        raise InputImageError(path, f"is not a 3-D volume (shape {data.shape}); a 3-D anatomical scan is needed")
+        raise InputImageError(
+            path, f"is not a 3-D volume (shape {data.shape}); a 3-D anatomical scan is needed"
+        )
     if np.issubdtype(data.dtype, np.complexfloating) or data.dtype.fields is not None:
         raise InputImageError(path, f"has voxel type {data.dtype}; a real-valued scalar image is needed")
 
@@ -81,7 +85,9 @@ def load_anatomical(path: str | Path) -> nib.Nifti1Image:
         LOGGER.warning("%s: %d non-finite (NaN/Inf) voxels set to 0", path, n_bad)
         data = np.where(finite, data, np.float32(0))
     if float(data.max()) == float(data.min()):
-        raise InputImageError(path, f"has constant intensity ({float(data.min())}); there is nothing to segment")
+        raise InputImageError(
+            path, f"has constant intensity ({float(data.min())}); there is nothing to segment"
+        )
 
     header = nib.Nifti1Header()
     header.set_data_dtype(np.float32)

@@ -62,9 +62,17 @@ def region_by_index(index: int) -> Region | None:
 
 def lookup_table() -> pd.DataFrame:
     """BIDS ``dseg.tsv`` look-up table (index, name, structure, hemisphere, color)."""
-    rows = [{"index": 0, "name": "background", "structure": "background", "hemisphere": "n/a", "color": "#000000"}]
+    rows = [
+        {"index": 0, "name": "background", "structure": "background", "hemisphere": "n/a", "color": "#000000"}
+    ]
     rows += [
-        {"index": r.index, "name": r.name, "structure": r.structure, "hemisphere": r.hemisphere, "color": r.color}
+        {
+            "index": r.index,
+            "name": r.name,
+            "structure": r.structure,
+            "hemisphere": r.hemisphere,
+            "color": r.color,
+        }
         for r in REGIONS
     ]
     return pd.DataFrame(rows)

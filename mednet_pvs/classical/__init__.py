@@ -1,0 +1,1 @@
+"""Classical (weight-free) PVS segmentation methods."""

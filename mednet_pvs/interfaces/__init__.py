@@ -1,0 +1,1 @@
+"""Thin Nipype interfaces around the core functions (no science here)."""

@@ -1,0 +1,255 @@
+"""Participant-level orchestration: select images, check them, build and run the workflow.
+
+Failures are isolated per participant: a bad image or a crashed node is reported (with a readable
+file under ``sub-<label>/log/<run-id>/``) and the other participants go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mednet_pvs.bids import (
+    ImageRecord,
+    build_layout,
+    collect_images,
+    select_participants,
+    validate_label,
+    write_derivative_dataset_files,
+)
+from mednet_pvs.config import Config
+from mednet_pvs.errors import InputImageError, ModelError, UsageError
+from mednet_pvs.regions.lut import REGION_SET, lookup_table
+from mednet_pvs.utils.atomic import write_text, write_tsv
+
+__all__ = ["RunSummary", "run_participants"]
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    """What happened to each participant."""
+
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, list[str]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def log(self) -> None:
+        LOGGER.info(
+            "participants: %d completed, %d failed, %d skipped",
+            len(self.done),
+            len(self.failed),
+            len(self.skipped),
+        )
+        for subject in self.done:
+            LOGGER.info("  sub-%s: completed", subject)
+        for subject, reasons in self.failed.items():
+            LOGGER.error("  sub-%s: FAILED: %s", subject, " | ".join(reasons))
+        for subject, reason in self.skipped.items():
+            LOGGER.warning("  sub-%s: skipped: %s", subject, reason)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed or not (self.done or self.skipped) else 0
+
+
+def _log_dir(config: Config, subject: str) -> Path:
+    from mednet_pvs.workflows.base import subject_log_dir
+
+    return subject_log_dir(config, subject)
+
+
+def _record_failure(config: Config, summary: RunSummary, subject: str, reason: str, name: str) -> None:
+    summary.failed.setdefault(subject, []).append(reason)
+    write_text(_log_dir(config, subject) / f"error-{name}.txt", reason + "\n")
+
+
+def _check_sessions(layout: object, subjects: list[str], sessions: list[str]) -> None:
+    if not sessions:
+        return
+    labels = [validate_label(s, "session") for s in sessions]
+    available = set(layout.get_sessions(subject=subjects))  # type: ignore[attr-defined]
+    unknown = [s for s in labels if s not in available]
+    if unknown:
+        raise UsageError(
+            f"session label(s) not found for the selected participants: {', '.join(unknown)} "
+            f"(available: {', '.join(sorted(available)) or 'none'})"
+        )
+
+
+def _resolve_model(config: Config) -> tuple[Path | None, bool, list[str]]:
+    """(model directory, whether it runs on a GPU, the contrasts it was trained for)."""
+    if config.method != "mednext":
+        return None, False, []
+    from mednet_pvs.inference.engine import resolve_device
+    from mednet_pvs.models.registry import resolve_model
+
+    try:
+        model = resolve_model(config.model)
+        device = resolve_device(config.device)
+    except ModelError as exc:
+        raise UsageError(str(exc)) from exc
+    model.card.verify(model.path, folds=config.folds or None)
+    LOGGER.info(
+        "model %s %s from %s (%s); device %s",
+        model.card.name,
+        model.card.version,
+        model.path,
+        model.origin,
+        device,
+    )
+    return model.path, device.type == "cuda", list(model.card.contrasts)
+
+
+def _preflight(
+    config: Config, summary: RunSummary, records: list[ImageRecord], contrasts: list[str]
+) -> list[ImageRecord]:
+    """Keep the images that load and make sense; record the others as failures."""
+    from mednet_pvs.preproc.conform import load_anatomical
+
+    usable = []
+    for record in records:
+        try:
+            load_anatomical(record.path)
+        except InputImageError as exc:
+            _record_failure(config, summary, record.subject, str(exc), record.key)
+            continue
+        if contrasts and record.contrast not in contrasts:
+            LOGGER.warning(
+                "%s: the model was trained on %s, not %s; results may be poor",
+                record.path,
+                "/".join(contrasts),
+                record.contrast,
+            )
+        usable.append(record)
+    return usable
+
+
+def _nipype_setup(config: Config) -> None:
+    from nipype import config as nipype_config
+    from nipype import logging as nipype_logging
+
+    log_dir = config.output_dir / "logs" / config.run_id
+    log_dir.mkdir(parents=True, exist_ok=True)
+    nipype_config.update_config({
+        "logging": {"log_directory": str(log_dir), "log_to_file": True},
+        "execution": {
+            "crashfile_format": "txt",
+            "stop_on_first_crash": config.stop_on_first_crash,
+            "remove_unnecessary_outputs": False,
+            "check_version": False,
+            "parameterize_dirs": False,
+            "poll_sleep_duration": 0.2,
+        },
+        "monitoring": {"enabled": False},
+    })  # fmt: skip
+    nipype_logging.update_logging(nipype_config)
+
+
+def _plugin_args(config: Config) -> dict:
+    args = dict(config.plugin_args)
+    if config.nipype_plugin == "MultiProc":
+        args.setdefault("n_procs", config.nprocs)
+        args.setdefault("memory_gb", config.mem_gb)
+        args.setdefault("raise_insufficient", False)
+    return args
+
+
+def _crash_files(config: Config, subject: str) -> list[Path]:
+    return sorted(_log_dir(config, subject).glob("crash-*"))
+
+
+def run_participants(config: Config, reports_only: bool = False) -> int:
+    """Process (or, with ``reports_only``, re-report) the selected participants; return the exit code."""
+    layout = build_layout(config.bids_dir, config.bids_database_dir)
+    subjects = select_participants(layout, config.participant_label)
+    _check_sessions(layout, subjects, config.session_label)
+    if reports_only:
+        return _reports_only(config, subjects)
+
+    model_dir, use_gpu, contrasts = _resolve_model(config)
+    summary = RunSummary()
+    images: dict[str, list[ImageRecord]] = {}
+    for subject in subjects:
+        records = collect_images(layout, subject, config.session_label, config.contrast, config.bids_filters)
+        if not records:
+            wanted = "T2w or T1w" if config.contrast == "auto" else config.contrast
+            summary.skipped[subject] = f"no {wanted} image found"
+            continue
+        usable = _preflight(config, summary, records, contrasts)
+        if usable:
+            images[subject] = usable
+
+    write_derivative_dataset_files(config.output_dir, config.bids_dir)
+    write_tsv(config.output_dir / f"seg-{REGION_SET}_dseg.tsv", lookup_table())
+    for subject in images:
+        write_text(_log_dir(config, subject) / "mednet-pvs.toml", config.to_toml())
+
+    if images:
+        _run_workflow(config, images, model_dir, use_gpu, summary)
+    summary.log()
+    return summary.exit_code
+
+
+def _run_workflow(
+    config: Config,
+    images: dict[str, list[ImageRecord]],
+    model_dir: Path | None,
+    use_gpu: bool,
+    summary: RunSummary,
+) -> None:
+    from mednet_pvs.workflows.base import init_mednet_pvs_wf
+
+    _nipype_setup(config)
+    workflow = init_mednet_pvs_wf(config, images, model_dir, use_gpu)
+    n_images = sum(len(v) for v in images.values())
+    LOGGER.info(
+        "running %d image(s) of %d participant(s) with %s; work dir %s",
+        n_images,
+        len(images),
+        config.nipype_plugin,
+        config.work_dir,
+    )
+    try:
+        workflow.run(plugin=config.nipype_plugin, plugin_args=_plugin_args(config))
+    except Exception as exc:  # nipype raises RuntimeError when any node crashed
+        LOGGER.debug("workflow ended with errors: %s", exc)
+        if not any(_crash_files(config, s) for s in images):
+            raise
+    for subject in images:
+        crashes = _crash_files(config, subject)
+        if crashes:
+            reasons = [f"{_crash_reason(c)} (see {c})" for c in crashes]
+            summary.failed.setdefault(subject, []).extend(reasons)
+        elif subject not in summary.failed:
+            summary.done.append(subject)
+
+
+def _crash_reason(crash_file: Path) -> str:
+    """The last line of the traceback in a Nipype crash file (the error message)."""
+    try:
+        lines = [line.strip() for line in crash_file.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "crashed"
+    errors = [line for line in lines if "Error:" in line or "Exception:" in line]
+    return errors[-1] if errors else (lines[-1] if lines else "crashed")
+
+
+def _reports_only(config: Config, subjects: list[str]) -> int:
+    from mednet_pvs.reports.subject import write_subject_report
+
+    summary = RunSummary()
+    for subject in subjects:
+        try:
+            path = write_subject_report(config.output_dir, subject)
+        except Exception as exc:
+            summary.failed.setdefault(subject, []).append(f"report failed: {exc}")
+            LOGGER.debug("%s", traceback.format_exc())
+            continue
+        LOGGER.info("wrote %s", path)
+        summary.done.append(subject)
+    summary.log()
+    return summary.exit_code
