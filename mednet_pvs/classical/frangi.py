@@ -35,20 +35,20 @@ class FrangiParameters:
     sigmas_mm: tuple[float, ...] = (0.5, 0.75, 1.0, 1.5)
     alpha: float = 0.5
     beta: float = 0.5
-    gamma: float = 0.5
+    gamma: float = 0.15
     border_mm: float = 3.0
     threshold: float = 0.15
 
 
 def _normalise(image: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """Robust z-score inside the brain; outside the brain filled with the brain median.
+    """Contrast relative to the brain's median intensity; the background is set to that median.
 
-    Filling the background avoids the brain border acting as a huge edge for the Hessian.
+    Relative contrast makes ``gamma`` comparable across scanners and contrasts; filling the
+    background avoids the brain border acting as a huge edge for the Hessian.
     """
     values = image[brain]
     median = float(np.median(values))
-    q25, q75 = np.percentile(values, [25, 75])
-    scale = float(q75 - q25) or float(values.std()) or 1.0
+    scale = abs(median) or float(values.std()) or 1.0
     normalised = (image - median) / scale
     normalised[~brain] = 0.0
     return normalised.astype(np.float32)
@@ -96,10 +96,10 @@ def frangi_vesselness(
             vesselness, crop.shape, order=1, mode="edge", anti_aliasing=False, preserve_range=True
         )
 
-    border_vox = np.maximum(np.round(parameters.border_mm / spacing_arr).astype(int), 0)
     keep = brain[bbox]
-    if border_vox.any():
-        distance = ndimage.distance_transform_edt(keep, sampling=spacing_arr)
+    if parameters.border_mm > 0:
+        # pad so that the crop's faces count as outside the brain
+        distance = ndimage.distance_transform_edt(np.pad(keep, 1), sampling=spacing_arr)[1:-1, 1:-1, 1:-1]
         keep = distance > parameters.border_mm
     if restrict_mask is not None:
         keep &= np.asarray(restrict_mask, bool)[bbox]
