@@ -16,6 +16,7 @@ from mednet_pvs.stats import (
     min_cluster_voxels,
     pvs_mask,
     region_rows,
+    voxel_volume,
     write_statistics,
 )
 from mednet_pvs.stats.clusters import cluster_census
@@ -34,10 +35,28 @@ def census_of(
 # ----------------------------------------------------------------------------- mask and clusters
 @pytest.mark.parametrize(
     ("min_mm3", "voxel_mm3", "expected"),
-    [(3.0, 1.0, 3), (3.0, 0.125, 24), (2.0, 0.343, 6), (0.0, 1.0, 1), (1.0, 8.0, 1), (6.0, 2.0, 3)],
+    [
+        (3.0, 1.0, 3),
+        (3.0, 0.125, 24),
+        (2.0, 0.343, 6),
+        (0.0, 1.0, 1),
+        (1.0, 8.0, 1),
+        (6.0, 2.0, 3),
+        (2.0, 0.9999997, 2),  # float32 noise in the affine must not add a voxel
+        (2.0, 0.99, 3),
+    ],
 )
 def test_min_cluster_voxels_is_the_ceiling_of_the_volume_ratio(min_mm3, voxel_mm3, expected):
     assert min_cluster_voxels(min_mm3, voxel_mm3) == expected
+
+
+def test_voxel_volume_ignores_float32_noise_and_handles_oblique_grids():
+    angle = np.deg2rad(20)
+    rotation = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
+    affine = np.eye(4)
+    affine[:3, :3] = (rotation @ np.diag([0.5, 0.5, 2.0])).astype(np.float32)
+    assert abs(np.linalg.det(affine[:3, :3]) - 0.5) > 0  # float32 rounding
+    assert voxel_volume(affine) == 0.5
 
 
 def test_pvs_mask_thresholds_strictly_masks_brain_and_drops_small_clusters():

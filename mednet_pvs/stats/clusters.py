@@ -31,20 +31,25 @@ UNASSIGNED = "unassigned"
 
 
 def voxel_volume(affine: np.ndarray) -> float:
-    """Volume of one voxel in mm^3 (|det| of the affine's linear part, right for oblique grids)."""
-    return float(abs(np.linalg.det(np.asarray(affine, float)[:3, :3])))
+    """Volume of one voxel in mm^3: |det| of the affine's linear part (right for oblique grids).
+
+    Rounded to 6 significant digits: NIfTI stores the affine in float32, whose rounding would
+    otherwise turn 1 mm^3 into 0.99999994 and every volume into 1378.99992-style numbers.
+    """
+    return float(f"{abs(np.linalg.det(np.asarray(affine, float)[:3, :3])):.6g}")
 
 
 def min_cluster_voxels(min_cluster_mm3: float, voxel_volume_mm3: float) -> int:
     """Smallest cluster size (voxels) whose volume reaches ``min_cluster_mm3``.
 
     A cluster is kept when ``voxels * voxel_volume >= min_cluster_mm3``, i.e. ``voxels >=
-    ceil(min / voxel_volume)``; the 1e-9 slack keeps exact multiples (e.g. 3 mm^3 at 1 mm^3) from
-    rounding up by floating-point error. At least one voxel.
+    ceil(min / voxel_volume)``. The relative slack of 1e-6 keeps exact multiples from rounding up
+    by float32 noise (a voxel volume of 0.9999997 mm^3 must not turn 2 mm^3 into 3 voxels).
+    At least one voxel.
     """
     if min_cluster_mm3 < 0 or voxel_volume_mm3 <= 0:
         raise ValueError(f"min_cluster_mm3 ({min_cluster_mm3}) must be >= 0 and voxel volume > 0")
-    return max(1, math.ceil(min_cluster_mm3 / voxel_volume_mm3 - 1e-9))
+    return max(1, math.ceil(min_cluster_mm3 / voxel_volume_mm3 * (1 - 1e-6)))
 
 
 def label_clusters(mask: np.ndarray) -> tuple[np.ndarray, int]:
