@@ -200,3 +200,25 @@ def test_sidecar_metadata_is_embedded_for_review(report):
     document = path.read_text()
     block = document.split("Metadata recorded in the JSON sidecars</summary><pre>")[1].split("</pre>")[0]
     assert json.loads(block.replace("&quot;", '"'))["probseg"]["Model"]["name"] == "tiny"
+
+
+def test_facts_read_the_mask_sidecar_and_saved_configuration(tmp_path):
+    out = build_outputs(tmp_path, subject="06", session=None)
+    anat = out / "sub-06" / "anat"
+    (anat / "sub-06_desc-pvs_mask.json").write_text(
+        json.dumps(
+            {"Threshold": 0.4, "MinClusterSizeMM3": 3.0, "Method": {"name": "frangi", "parameters": {}}}
+        )
+    )
+    (anat / "sub-06_desc-pvs_morph.json").write_text(json.dumps({"Sources": []}))  # no Parameters
+    (anat / "sub-06_label-PVS_probseg.json").write_text("{}")
+    log = out / "sub-06" / "log" / "20260101-000000_abc"
+    log.mkdir(parents=True)
+    (log / "mednet-pvs.toml").write_text(
+        'method = "frangi"\nskip_n4 = true\nregions = "atlas"\ndevice = "cpu"\n'
+    )
+    (image,) = discover_images(out, "sub-06")
+    facts = image_facts(image)
+    assert (facts["threshold"], facts["min_cluster_size_mm3"], facts["model"]) == (0.4, 3.0, "frangi")
+    assert (facts["method"], facts["n4"], facts["regions"]) == ("frangi", False, "atlas")
+    assert facts["contrast"] == "T2w"  # the source is still found through the other sidecars

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -20,7 +21,7 @@ from mednet_pvs.stats import (
     write_statistics,
 )
 from mednet_pvs.stats.clusters import cluster_census
-from mednet_pvs.stats.columns import CENSUS_COLUMNS, REGION_COLUMNS
+from mednet_pvs.stats.columns import CENSUS_COLUMNS, GROUP_ID_COLUMNS, REGION_COLUMNS, ROBUST_Z_COLUMNS
 
 BG_LEFT, BG_RIGHT, THALAMUS_LEFT = 5, 6, 7
 
@@ -338,3 +339,13 @@ def test_large_volumes_keep_their_digits(tmp_path):
     )
     text = (tmp_path / "sub-01_desc-pvs_morph.tsv").read_text()
     assert "\t1440000\t" in text
+
+
+def test_every_column_is_documented():
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    statistics = (docs / "statistics.md").read_text(encoding="utf-8")
+    for column in [*CENSUS_COLUMNS, *REGION_COLUMNS]:
+        assert f"`{column}`" in statistics, column
+    reports = (docs / "reports.md").read_text(encoding="utf-8")
+    for column in [*GROUP_ID_COLUMNS, *ROBUST_Z_COLUMNS]:
+        assert f"`{column}`" in reports, column

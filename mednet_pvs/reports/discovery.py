@@ -165,8 +165,9 @@ def image_facts(image: ImageOutputs) -> dict[str, Any]:
     prov = image.provenance
     config = prov.get("config", {})
     sidecars = prov.get("sidecars", {})
-    parameters = sidecars.get("morph", {}).get("Parameters", {})
-    model_sidecar = sidecars.get("probseg", {})
+    parameters = [sidecars.get("morph", {}).get("Parameters", {}), sidecars.get("mask", {})]
+    model = [sidecars.get("probseg", {}), sidecars.get("mask", {}).get("Method", {})]
+    regions = sidecars.get("regions", {})
 
     def pick(key: str, *fallbacks: Any) -> Any:
         if prov.get(key) not in (None, ""):
@@ -180,17 +181,17 @@ def image_facts(image: ImageOutputs) -> dict[str, Any]:
     return {
         "contrast": pick("contrast", contrast),
         "method": pick("method", config.get("method")),
-        "model": pick("model", _find(model_sidecar, "name"), config.get("model")),
-        "model_version": pick("model_version", _find(model_sidecar, "version")),
-        "model_contrasts": pick("model_contrasts", _find(model_sidecar, "contrasts")),
-        "model_provenance": pick("model_provenance", _find(model_sidecar, "provenance")),
-        "device": pick("device", _find(model_sidecar, "device"), config.get("device")),
-        "tta": pick("tta", _find(model_sidecar, "tta"), config.get("tta")),
-        "folds": pick("folds", _find(model_sidecar, "folds")),
+        "model": pick("model", _find(model, "name"), config.get("model")),
+        "model_version": pick("model_version", _find(model, "version")),
+        "model_contrasts": pick("model_contrasts", _find(model, "contrasts")),
+        "model_provenance": pick("model_provenance", _find(model, "provenance")),
+        "device": pick("device", _find(model, "device"), config.get("device")),
+        "tta": pick("tta", _find(model, "tta"), config.get("tta")),
+        "folds": pick("folds", _find(model, "folds")),
         "threshold": pick("threshold", _find(parameters, "threshold"), config.get("threshold")),
         "min_cluster_size_mm3": pick(
             "min_cluster_size_mm3",
-            _find(parameters, "min_cluster_size_mm3", "MinClusterSizeMm3"),
+            _find(parameters, "min_cluster_size_mm3", "MinClusterSizeMM3"),
             config.get("min_cluster_size"),
         ),
         "n4": pick("n4", None if config.get("skip_n4") is None else not config["skip_n4"]),
@@ -199,17 +200,12 @@ def image_facts(image: ImageOutputs) -> dict[str, Any]:
             _find(sidecars.get("brain_mask", {}), "method", "SkullStripMethod"),
             None if skip_skull_strip is None else ("skipped" if skip_skull_strip else "yes"),
         ),
-        "regions": pick(
-            "regions", _find(sidecars.get("regions", {}), "source", "method"), config.get("regions")
-        ),
+        "regions": pick("regions", _find(regions, "source", "method"), config.get("regions")),
         "registration_overlap": pick(
-            "registration_overlap",
-            _find(sidecars.get("regions", {}), "registration_overlap", "dice", "overlap"),
+            "registration_overlap", _find(regions, "registration_overlap", "dice", "overlap")
         ),
         "ac_position_mm": pick(
-            "ac_position_mm",
-            _find(parameters, "ac_position_mm"),
-            _find(sidecars.get("regions", {}), "ac_position_mm"),
+            "ac_position_mm", _find([parameters, regions], "ac_position_mm", "anterior_commissure")
         ),
         "timings": pick("timings"),
         "version": pick("version", config.get("version")),

@@ -152,7 +152,11 @@ def _bounding_box(mask: np.ndarray, margin: int) -> list[tuple[int, int]]:
 
 
 def _plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
-    """2-D slice ready for ``imshow(origin="lower")``: rows run up, columns run to the subject's right."""
+    """2-D slice ready for ``imshow(origin="lower")``: rows run up, columns run to the subject's right.
+
+    Contours of such a plane take matplotlib's default origin (element [0, 0] at (0, 0), the centre
+    of the first pixel); ``origin="lower"`` would shift them by half a pixel.
+    """
     return np.take(volume, index, axis=axis).T
 
 
@@ -209,7 +213,7 @@ def overlay_regions(ax: Axes, volumes: DisplayVolumes, axis: int, index: int) ->
     if volumes.brain is not None:
         brain = _plane(volumes.brain, axis, index)
         if brain.any() and not brain.all():
-            ax.contour(brain, levels=[0.5], colors=["#ff3b3b"], linewidths=0.8, origin="lower")
+            ax.contour(brain, levels=[0.5], colors=["#ff3b3b"], linewidths=0.8)
 
 
 def overlay_probability(ax: Axes, volumes: DisplayVolumes, axis: int, index: int) -> None:
@@ -399,7 +403,7 @@ def plot_rating_slices(
         _draw_background(ax, volumes, 2, index)
         region = np.isin(_plane(volumes.regions, 2, index), indices[structure])
         if region.any():
-            ax.contour(region, levels=[0.5], colors=["#4fc3f7"], linewidths=1.0, origin="lower")
+            ax.contour(region, levels=[0.5], colors=["#4fc3f7"], linewidths=1.0)
         if volumes.mask is not None:
             pvs = _plane(volumes.mask, 2, index)
             shown = np.zeros(pvs.shape, np.uint8)

@@ -26,7 +26,7 @@ class QCThresholds:
     brain_volume_min_cm3: float = 800.0
     brain_volume_max_cm3: float = 2000.0
     pvs_count_min: int = 5
-    pvs_volume_fraction_max: float = 0.03
+    pvs_volume_fraction_max: float = 0.05
     largest_pvs_max_mm3: float = 1000.0
     unassigned_fraction_max: float = 0.05
     registration_overlap_min: float = 0.85
