@@ -38,6 +38,8 @@ __all__ = [
     "evaluate",
     "evaluate_case",
     "find_cases",
+    "group_agreement",
+    "with_pvs",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -86,6 +88,8 @@ GROUP_COLUMNS: dict[str, str] = {
     "region": "Region.",
     "hemisphere": "left, right or bilateral.",
     "n_cases": "Evaluated cases.",
+    "n_cases_with_pvs": "Cases with reference or predicted PVS in the region; the means below are over them "
+    "(a region empty in both would score a perfect 1 and hide the others).",
     "dice_mean": "Mean voxel Dice.",
     "dice_sd": "Standard deviation of the voxel Dice.",
     "any_f1_mean": "Mean detection F1, any-overlap rule.",
@@ -479,22 +483,30 @@ def _distractor_rows(
     return rows
 
 
+def with_pvs(cases: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose region holds reference or predicted PVS (voxels or objects)."""
+    keep = (cases.volume_ref_mm3 > 0) | (cases.volume_pred_mm3 > 0) | (cases.n_ref > 0) | (cases.n_pred > 0)
+    return cases[keep]
+
+
 def group_agreement(cases: pd.DataFrame) -> pd.DataFrame:
     """Across-case agreement per region (:data:`GROUP_COLUMNS`)."""
     rows = []
     for (region, hemisphere), part in cases.groupby(["region", "hemisphere"], sort=False):
         count_rho, count_p = spearman(part.n_pred, part.n_ref)
         volume_rho, volume_p = spearman(part.volume_pred_mm3, part.volume_ref_mm3)
+        scored = with_pvs(part)
         rows.append(
             {
                 "region": region,
                 "hemisphere": hemisphere,
                 "n_cases": len(part),
-                "dice_mean": part.dice.mean(),
-                "dice_sd": part.dice.std(ddof=1) if len(part) > 1 else float("nan"),
-                "any_f1_mean": part.any_f1.mean(),
-                "iou_f1_mean": part.iou_f1.mean(),
-                "hd95_median_mm": part.hd95_mm.median(),
+                "n_cases_with_pvs": len(scored),
+                "dice_mean": scored.dice.mean(),
+                "dice_sd": scored.dice.std(ddof=1) if len(scored) > 1 else float("nan"),
+                "any_f1_mean": scored.any_f1.mean(),
+                "iou_f1_mean": scored.iou_f1.mean(),
+                "hd95_median_mm": scored.hd95_mm.median(),
                 "count_spearman_rho": count_rho,
                 "count_spearman_p": count_p,
                 "count_ccc": lin_ccc(part.n_pred, part.n_ref),

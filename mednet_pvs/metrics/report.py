@@ -16,6 +16,7 @@ from mednet_pvs.metrics.evaluate import (
     DISTRACTOR_COLUMNS,
     GROUP_COLUMNS,
     EvaluationResult,
+    with_pvs,
 )
 from mednet_pvs.stats.tables import WHOLE_BRAIN
 from mednet_pvs.utils.atomic import atomic_path, write_json, write_text, write_tsv
@@ -36,10 +37,15 @@ def _bilateral(table: pd.DataFrame) -> pd.DataFrame:
 def summary_figure(result: EvaluationResult, path: str | Path) -> Path:
     """PNG: Dice and detection F1 per region, predicted vs reference counts and volumes."""
     matplotlib.use("Agg")  # files only, never a display
-    cases = _bilateral(result.cases)
+    cases = with_pvs(_bilateral(result.cases))
     regions = list(dict.fromkeys(cases.region))
     fig, axes = plt.subplots(2, 2, figsize=(12, 9))
     for ax, column, title in ((axes[0, 0], "dice", "Voxel Dice"), (axes[0, 1], None, "Detection F1")):
+        ax.set_title(title + " (bilateral regions; cases with PVS there)")
+        ax.set_ylim(0, 1.05)
+        if not regions:
+            ax.text(0.5, 0.5, "no PVS in reference or prediction", ha="center", transform=ax.transAxes)
+            continue
         if column:
             data = [cases.loc[cases.region == r, column].dropna().to_numpy() for r in regions]
             ax.boxplot(data, tick_labels=regions, showmeans=True)
@@ -53,14 +59,15 @@ def summary_figure(result: EvaluationResult, path: str | Path) -> Path:
                 means = [cases.loc[cases.region == r, name].mean() for r in regions]
                 ax.bar(x + offset, means, width, label=label)
             ax.set_xticks(x, regions)
-            ax.legend()
-        ax.set_title(title + " (bilateral regions)")
-        ax.set_ylim(0, 1.05)
+            ax.legend(loc="lower left")
         ax.tick_params(axis="x", rotation=45)
-    whole = cases[cases.region == WHOLE_BRAIN]
+    whole = _bilateral(result.cases)
+    whole = whole[whole.region == WHOLE_BRAIN]
     group = result.group.set_index(["region", "hemisphere"])
-    for ax, (x, y, kind) in zip(
-        axes[1], (("n_ref", "n_pred", "count"), ("volume_ref_mm3", "volume_pred_mm3", "volume")), strict=True
+    for ax, (x, y, kind, unit) in zip(
+        axes[1],
+        (("n_ref", "n_pred", "count", ""), ("volume_ref_mm3", "volume_pred_mm3", "volume", " (mm³)")),
+        strict=True,
     ):
         ax.scatter(whole[x], whole[y], s=18)
         top = max(float(whole[[x, y]].to_numpy().max(initial=0)), 1.0) * 1.05
@@ -70,8 +77,8 @@ def summary_figure(result: EvaluationResult, path: str | Path) -> Path:
         ccc = group.loc[(WHOLE_BRAIN, "bilateral"), f"{kind}_ccc"]
         rho = group.loc[(WHOLE_BRAIN, "bilateral"), f"{kind}_spearman_rho"]
         ax.set_title(f"Whole-brain PVS {kind}: CCC {ccc:.3f}, Spearman {rho:.3f}")
-        ax.set_xlabel(f"reference {kind}")
-        ax.set_ylabel(f"predicted {kind}")
+        ax.set_xlabel(f"reference {kind}{unit}")
+        ax.set_ylabel(f"predicted {kind}{unit}")
     fig.suptitle(f"mednet-pvs-eval: {whole.shape[0]} cases")
     fig.tight_layout()
     with atomic_path(path) as tmp:
