@@ -73,14 +73,16 @@ class DisplayVolumes:
                 loaded[kind] = None
                 continue
             img = nib.load(path)
-            reference = reference or img
+            if reference is None:
+                reference = img
             loaded[kind] = np.asanyarray(nib.as_closest_canonical(img).dataobj)
         background = None
         if image.anatomical is not None:
             anatomical = nib.load(image.anatomical)
             if reference is None or anatomical.shape[:3] == reference.shape[:3]:
                 background = np.asarray(nib.as_closest_canonical(anatomical).dataobj, np.float32)
-                reference = reference or anatomical
+                if reference is None:
+                    reference = anatomical
                 if background.ndim == 4:
                     background = background[..., 0]
             else:

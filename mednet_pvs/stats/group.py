@@ -128,8 +128,8 @@ def _read_participants(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     return table, descriptions
 
 
-def _read_tables(paths: list[Path]) -> pd.DataFrame | None:
-    """All readable region tables in one frame, with id and entity columns.
+def _read_tables(paths: list[Path]) -> tuple[pd.DataFrame, list[str]] | None:
+    """All readable region tables in one frame with id and entity columns, and the entity columns.
 
     Files sharing a header are concatenated as text and parsed once: one ``read_csv`` per file costs
     more than reading the file itself, and a group may hold thousands of images.
@@ -171,7 +171,9 @@ def _read_tables(paths: list[Path]) -> pd.DataFrame | None:
         frames.append(pd.read_csv(text, sep="\t", na_values="n/a", keep_default_na=False))
     tables = pd.concat(frames, ignore_index=True).sort_values("_row", kind="stable")
     identifiers = pd.DataFrame(ids)
-    return tables.join(identifiers, on="_row").drop(columns="_row").reset_index(drop=True)
+    entity_columns = [c for c in identifiers.columns if c not in GROUP_ID_COLUMNS]
+    frame = tables.join(identifiers, on="_row").drop(columns="_row").reset_index(drop=True)
+    return frame, entity_columns
 
 
 def aggregate_group(output_dir: Path, participants_tsv: Path | None = None) -> GroupTables:
@@ -186,11 +188,11 @@ def aggregate_group(output_dir: Path, participants_tsv: Path | None = None) -> G
             f"{output_dir}: no participant-level statistics (sub-*/**/*{DERIVATIVE_SUFFIXES['morph']}) to "
             "aggregate; run the participant level first"
         )
-    long = _read_tables(paths)
-    if long is None:
+    read = _read_tables(paths)
+    if read is None:
         raise GroupInputError(f"{output_dir}: none of the {len(paths)} region tables could be read")
+    long, entity_columns = read
 
-    entity_columns = [c for c in long.columns if c not in REGION_COLUMNS and c not in GROUP_ID_COLUMNS]
     id_columns = [*GROUP_ID_COLUMNS, *entity_columns]
     participant_columns: list[str] = []
     descriptions: dict[str, Any] = {}
