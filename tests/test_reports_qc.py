@@ -64,6 +64,12 @@ def test_cluster_registration_contrast_and_resolution_flags():
     assert any("2500 mm³" in f.message for f in flags)
 
 
+def test_failed_registration_qc_is_flagged_without_an_overlap_value():
+    regions, census = _tables(1300, 400, 0.004)
+    assert codes(qc_flags(regions, census, {"registration_passed": False})) == {"registration"}
+    assert codes(qc_flags(regions, census, {"registration_passed": True})) == set()
+
+
 def test_thresholds_are_configurable():
     regions, census = _tables(1300, 400, 0.004)
     strict = QCThresholds(brain_volume_min_cm3=1500)

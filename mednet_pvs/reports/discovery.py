@@ -202,8 +202,10 @@ def image_facts(image: ImageOutputs) -> dict[str, Any]:
         ),
         "regions": pick("regions", _find(regions, "source", "method"), config.get("regions")),
         "registration_overlap": pick(
-            "registration_overlap", _find(regions, "registration_overlap", "dice", "overlap")
+            "registration_overlap",
+            _find(regions, "registration_overlap", "brain_mask_dice", "dice", "overlap"),
         ),
+        "registration_passed": pick("registration_passed", _find(regions, "passed")),
         "ac_position_mm": pick(
             "ac_position_mm", _find([parameters, regions], "ac_position_mm", "anterior_commissure")
         ),

@@ -149,9 +149,9 @@ def methods_text(facts: Mapping[str, Any], cited: list[str] | None = None) -> tu
             segmentation += f" on {_fmt(facts.get('device'))}"
     paragraphs.append(
         segmentation
-        + f". The probability map was thresholded at {_fmt(facts.get('threshold'))} inside the brain mask "
-        f"and "
-        f"26-connected clusters smaller than {_fmt(facts.get('min_cluster_size_mm3'))} mm³ were discarded."
+        + f". The probability map was thresholded at {_fmt(facts.get('threshold'))} inside the brain "
+        f"mask and 26-connected clusters smaller than {_fmt(facts.get('min_cluster_size_mm3'))} mm³ were "
+        "discarded."
     )
     regions = _fmt(facts.get("regions"), "")
     if regions in ("freesurfer", "synthseg", "aseg") or "aseg" in regions:
@@ -161,15 +161,12 @@ def methods_text(facts: Mapping[str, Any], cited: list[str] | None = None) -> tu
     else:
         region_text = "from the region map supplied with the outputs"
     paragraphs.append(
-        f"Brain regions (centrum semiovale, deep white matter, basal ganglia, thalamus, hippocampus, "
-        f"midbrain) "
-        f"were derived {region_text}. PVS were labelled as 26-connected clusters {cite('scipy')}; each was "
-        "assigned to the region holding most of its voxels and measured (volume, scanner-space centroid, "
-        "length "
-        "along its principal axis, cylinder-model diameter), following the STRIVE definition of PVS "
-        f"{cite('strive')}. Automated counts on the basal-ganglia and centrum-semiovale rating slices were "
-        f"mapped "
-        f"to the categories of the Potter et al. scale {cite('potter')}; they are estimates from the "
-        "segmentation, not visual ratings."
+        "Brain regions (centrum semiovale, deep white matter, basal ganglia, thalamus, hippocampus, "
+        f"midbrain) were derived {region_text}. PVS were labelled as 26-connected clusters "
+        f"{cite('scipy')}; each was assigned to the region holding most of its voxels and measured "
+        "(volume, scanner-space centroid, length along its principal axis, cylinder-model diameter), "
+        f"following the STRIVE definition of PVS {cite('strive')}. Automated counts on the basal-ganglia "
+        "and centrum-semiovale rating slices were mapped to the categories of the Potter et al. scale "
+        f"{cite('potter')}; they are estimates from the segmentation, not visual ratings."
     )
     return paragraphs, cited

@@ -58,74 +58,93 @@ def qc_flags(
     whole = brain.iloc[0] if len(brain) else None
     t = thresholds
 
+    def flag(level: str, code: str, message: str) -> None:
+        flags.append(QCFlag(level, code, message))
+
     if whole is not None and whole["region_volume_mm3"] > 0:
         brain_cm3 = float(whole["region_volume_mm3"]) / 1000.0
         if brain_cm3 < t.brain_volume_min_cm3:
-            flags.append(QCFlag("warning", "brain_volume_low", (
+            flag(
+                "warning",
+                "brain_volume_low",
                 f"Brain volume {brain_cm3:.0f} cm³ is below {t.brain_volume_min_cm3:.0f} cm³: a cropped "
-                f"field of "
-                "view, an over-eroded brain mask, or a child's or severely atrophic brain. Check the mask "
-                "overlay."
-            )))  # fmt: skip
+                "field of view, an over-eroded brain mask, or a child's or severely atrophic brain. "
+                "Check the mask overlay.",
+            )
         if brain_cm3 > t.brain_volume_max_cm3:
-            flags.append(QCFlag("warning", "brain_volume_high", (
-                f"Brain volume {brain_cm3:.0f} cm³ exceeds {t.brain_volume_max_cm3:.0f} cm³: skull, neck or "
-                "other tissue is probably inside the brain mask. Check the mask overlay."
-            )))  # fmt: skip
+            flag(
+                "warning",
+                "brain_volume_high",
+                f"Brain volume {brain_cm3:.0f} cm³ exceeds {t.brain_volume_max_cm3:.0f} cm³: skull, neck "
+                "or other tissue is probably inside the brain mask. Check the mask overlay.",
+            )
     if whole is not None:
         count = int(whole["count"])
         if count < t.pvs_count_min:
-            flags.append(QCFlag("warning", "pvs_burden_low", (
+            flag(
+                "warning",
+                "pvs_burden_low",
                 f"Only {count} PVS detected: check the contrast, the model and the threshold; a model "
-                f"applied to "
-                "an unsuitable image often finds nothing."
-            )))  # fmt: skip
+                "applied to an unsuitable image often finds nothing.",
+            )
         fraction = whole["volume_fraction"]
         if pd.notna(fraction) and fraction > t.pvs_volume_fraction_max:
-            flags.append(QCFlag("warning", "pvs_burden_high", (
-                f"PVS occupy {100 * fraction:.1f}% of the brain (limit "
-                f"{100 * t.pvs_volume_fraction_max:.0f}%): "
-                "likely false positives (CSF, lesions, noise, artefacts). Check the PVS overlays."
-            )))  # fmt: skip
+            flag(
+                "warning",
+                "pvs_burden_high",
+                f"PVS occupy {100 * fraction:.1f}% of the brain "
+                f"(limit {100 * t.pvs_volume_fraction_max:.0f}%): likely false positives (CSF, lesions, "
+                "noise, artefacts). Check the PVS overlays.",
+            )
     if census is not None and len(census):
         largest = float(census["volume_mm3"].max())
         if largest > t.largest_pvs_max_mm3:
-            flags.append(QCFlag("warning", "large_cluster", (
+            flag(
+                "warning",
+                "large_cluster",
                 f"The largest PVS measures {largest:.0f} mm³ (limit {t.largest_pvs_max_mm3:.0f}): probably "
-                f"a lacune, "
-                "ventricle, cyst or merged PVS. Look it up in the cluster census and the overlays."
-            )))  # fmt: skip
+                "a lacune, ventricle, cyst or merged PVS. Look it up in the cluster census and the overlays.",
+            )
         unassigned = float((census["region_index"] == 0).mean())
         if unassigned > t.unassigned_fraction_max:
-            flags.append(QCFlag("warning", "unassigned_pvs", (
+            flag(
+                "warning",
+                "unassigned_pvs",
                 f"{100 * unassigned:.0f}% of PVS lie outside every labelled region: the region map does "
-                f"not cover "
-                "the brain mask (registration or label problem)."
-            )))  # fmt: skip
+                "not cover the brain mask (registration or label problem).",
+            )
     overlap = facts.get("registration_overlap")
     if isinstance(overlap, (int, float)) and overlap < t.registration_overlap_min:
-        flags.append(QCFlag("warning", "registration", (
-            f"Atlas-to-subject overlap {overlap:.2f} is below {t.registration_overlap_min:.2f}: regions "
-            f"may be "
-            "misplaced. Check the region overlay."
-        )))  # fmt: skip
-    contrast, model_contrasts = facts.get("contrast"), facts.get("model_contrasts")
-    if (
-        contrast
-        and isinstance(model_contrasts, (list, tuple))
-        and model_contrasts
-        and contrast not in model_contrasts
-    ):
-        flags.append(QCFlag("warning", "contrast_mismatch", (
-            f"The image is {contrast} but the model was trained on {', '.join(map(str, model_contrasts))}: "
-            "its output is not validated for this contrast."
-        )))  # fmt: skip
+        flag(
+            "warning",
+            "registration",
+            f"Atlas-to-subject overlap {overlap:.2f} is below {t.registration_overlap_min:.2f}: regions may "
+            "be misplaced. Check the region overlay.",
+        )
+    elif facts.get("registration_passed") is False:
+        flag(
+            "warning",
+            "registration",
+            "The atlas registration failed its own QC (see the regions sidecar): regions may be misplaced. "
+            "Check the region overlay.",
+        )
+    contrast, trained_on = facts.get("contrast"), facts.get("model_contrasts")
+    known = contrast and isinstance(trained_on, (list, tuple)) and trained_on
+    if known and contrast not in trained_on:
+        flag(
+            "warning",
+            "contrast_mismatch",
+            f"The image is {contrast} but the model was trained on {', '.join(map(str, trained_on))}: "
+            "its output is not validated for this contrast.",
+        )
     if zooms is not None:
         zooms = np.asarray(zooms, float)
         if zooms.max() > t.slice_thickness_max_mm or zooms.max() / zooms.min() > t.voxel_anisotropy_max:
-            flags.append(QCFlag("info", "resolution", (
-                f"Voxel size {' x '.join(f'{z:.2g}' for z in zooms)} mm: PVS 1-3 mm wide are partly lost "
-                f"or merged "
-                "at this resolution; counts and lengths are not comparable with those of thinner slices."
-            )))  # fmt: skip
+            flag(
+                "info",
+                "resolution",
+                f"Voxel size {' x '.join(f'{z:.2g}' for z in zooms)} mm: PVS 1-3 mm wide are partly lost or "
+                "merged at this resolution; counts and lengths are not comparable with those of thinner "
+                "slices.",
+            )
     return flags
