@@ -36,6 +36,7 @@ __all__ = [
     "Anatomy",
     "available_anatomies",
     "build_freesurfer_anatomy",
+    "derive_labels",
     "freesurfer_labels",
     "load_anatomy",
     "tissue_class_of",
@@ -168,21 +169,15 @@ def _merge_parcels(labels: np.ndarray) -> np.ndarray:
     return merged
 
 
-def build_freesurfer_anatomy(
-    aparc_aseg: str | Path,
-    norm: str | Path,
-    mni_template: str | Path,
-    out_dir: str | Path = ANATOMY_DIR,
-    name: str = "fs-subject",
-    csf_threshold: float = 60.0,
-) -> Path:
-    """Derive a compact bundled anatomy from a FreeSurfer subject (developer tool, needs antspyx).
+def derive_labels(
+    aparc_aseg: str | Path, norm: str | Path, csf_threshold: float = 60.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Phantom labels from a FreeSurfer subject: (uint16 labels, affine, intensity), RAS, cropped.
 
-    ``csf_threshold`` splits the unlabelled brain-mask voxels of ``norm`` (WM normalised to 110)
-    into CSF (below) and other extracerebral tissue (above). Returns the written label file.
+    Parcels are merged into cortex and white matter; the unlabelled brain-mask voxels of ``norm``
+    (WM normalised to 110) become extracerebral CSF below ``csf_threshold`` and other extracerebral
+    tissue above it. The grid is cropped to the brain plus 3 voxels.
     """
-    import ants  # build-time only: affine registration to find the anterior commissure
-
     labels_img = nib.as_closest_canonical(nib.load(str(aparc_aseg)))
     norm_img = nib.as_closest_canonical(nib.load(str(norm)))
     labels = np.asarray(labels_img.dataobj).astype(np.int32)
@@ -198,16 +193,34 @@ def build_freesurfer_anatomy(
     merged[extracerebral] = np.where(
         smooth[extracerebral] < csf_threshold, CSF_EXTRACEREBRAL, HEAD_EXTRACEREBRAL
     )
-
-    brain = merged > 0
-    lo = np.maximum(np.argwhere(brain).min(0) - 3, 0)
-    hi = np.minimum(np.argwhere(brain).max(0) + 4, brain.shape)
+    brain = np.argwhere(merged > 0)
+    lo = np.maximum(brain.min(0) - 3, 0)
+    hi = np.minimum(brain.max(0) + 4, merged.shape)
     crop = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     affine = labels_img.affine.copy()
     affine[:3, 3] = labels_img.affine[:3, :3] @ lo + labels_img.affine[:3, 3]
+    return merged[crop].astype(np.uint16), affine, intensity[crop]
 
+
+def build_freesurfer_anatomy(
+    aparc_aseg: str | Path,
+    norm: str | Path,
+    mni_template: str | Path,
+    out_dir: str | Path = ANATOMY_DIR,
+    name: str = "fs-subject",
+    csf_threshold: float = 60.0,
+) -> Path:
+    """Write a bundled anatomy from a FreeSurfer subject (developer tool, needs antspyx).
+
+    Labels from :func:`derive_labels`; the anterior commissure is the MNI point
+    :data:`MNI_ANTERIOR_COMMISSURE_MM` mapped by an affine registration of ``norm`` to
+    ``mni_template`` (nilearn's ICBM152 2009a T1). Returns the written label file.
+    """
+    import ants  # build-time only: affine registration to find the anterior commissure
+
+    labels, affine, intensity = derive_labels(aparc_aseg, norm, csf_threshold)
     fixed = ants.image_read(str(mni_template))
-    moving = ants.from_nibabel_nifti(nib.Nifti1Image(intensity[crop], affine))
+    moving = ants.from_nibabel_nifti(nib.Nifti1Image(intensity, affine))
     reg = ants.registration(fixed=fixed, moving=moving, type_of_transform="Affine", random_seed=1)
     ac_mni = np.array(MNI_ANTERIOR_COMMISSURE_MM)
     # ANTs works in LPS; point mapping runs opposite to image mapping, so the forward transforms
@@ -221,7 +234,7 @@ def build_freesurfer_anatomy(
 
     out_dir = Path(out_dir)
     label_file = f"{name}_labels.nii.gz"
-    out_img = nib.Nifti1Image(merged[crop].astype(np.uint16), affine)
+    out_img = nib.Nifti1Image(labels, affine)
     out_img.set_qform(affine, code=1)
     out_img.set_sform(affine, code=1)
     save_nifti(out_img, out_dir / label_file)

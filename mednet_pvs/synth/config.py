@@ -53,7 +53,7 @@ class SynthConfig:
     distractors: bool = True
     # contrast and acquisition
     snr_scale: float = 1.0
-    bias_std_max: float = 0.25
+    bias_std_max: float = 0.15
     gamma_std: float = 0.12
     psf_sigma_range: tuple[float, float] = (0.3, 0.6)
 

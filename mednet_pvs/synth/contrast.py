@@ -35,13 +35,13 @@ __all__ = [
 LESION_CLASSES = ("pvs", "lacune", "lacune_rim", "wmh", "flow_void")
 
 _T2W = {
-    "white_matter": (0.26, 0.34), "cerebellum_white_matter": (0.26, 0.34), "brainstem": (0.30, 0.38),
-    "cortex": (0.44, 0.56), "cerebellum_cortex": (0.44, 0.54), "hippocampus": (0.48, 0.58),
-    "amygdala": (0.46, 0.55), "caudate": (0.42, 0.50), "putamen": (0.36, 0.44), "accumbens": (0.42, 0.50),
-    "pallidum": (0.25, 0.32), "thalamus": (0.34, 0.42), "ventral_dc": (0.31, 0.38), "vessel": (0.36, 0.44),
-    "ventricle": (0.88, 1.00), "csf": (0.85, 1.00), "choroid_plexus": (0.50, 0.70), "meninges": (0.35, 0.55),
-    "pvs": (0.85, 1.00), "lacune": (0.85, 1.00), "lacune_rim": (0.55, 0.68), "wmh": (0.55, 0.72),
-    "flow_void": (0.04, 0.12),
+    "white_matter": (0.19, 0.26), "cerebellum_white_matter": (0.19, 0.26), "brainstem": (0.22, 0.30),
+    "cortex": (0.34, 0.44), "cerebellum_cortex": (0.34, 0.42), "hippocampus": (0.38, 0.46),
+    "amygdala": (0.36, 0.44), "caudate": (0.32, 0.40), "putamen": (0.27, 0.34), "accumbens": (0.32, 0.40),
+    "pallidum": (0.18, 0.24), "thalamus": (0.25, 0.32), "ventral_dc": (0.22, 0.29), "vessel": (0.27, 0.34),
+    "ventricle": (0.88, 1.00), "csf": (0.82, 1.00), "choroid_plexus": (0.40, 0.60), "meninges": (0.28, 0.45),
+    "pvs": (0.80, 1.00), "lacune": (0.85, 1.00), "lacune_rim": (0.45, 0.58), "wmh": (0.42, 0.60),
+    "flow_void": (0.03, 0.10),
 }  # fmt: skip
 _T1W = {
     "white_matter": (0.92, 1.00), "cerebellum_white_matter": (0.88, 0.98), "brainstem": (0.84, 0.93),
@@ -57,8 +57,8 @@ _FLAIR = {
     "cortex": (0.72, 0.84), "cerebellum_cortex": (0.70, 0.82), "hippocampus": (0.76, 0.88),
     "amygdala": (0.74, 0.86), "caudate": (0.68, 0.78), "putamen": (0.64, 0.74), "accumbens": (0.68, 0.78),
     "pallidum": (0.52, 0.60), "thalamus": (0.62, 0.72), "ventral_dc": (0.58, 0.66), "vessel": (0.62, 0.72),
-    "ventricle": (0.06, 0.14), "csf": (0.06, 0.16), "choroid_plexus": (0.30, 0.50), "meninges": (0.35, 0.60),
-    "pvs": (0.08, 0.20), "lacune": (0.06, 0.14), "lacune_rim": (0.95, 1.10), "wmh": (1.00, 1.25),
+    "ventricle": (0.12, 0.22), "csf": (0.12, 0.24), "choroid_plexus": (0.30, 0.50), "meninges": (0.35, 0.60),
+    "pvs": (0.12, 0.24), "lacune": (0.12, 0.22), "lacune_rim": (0.95, 1.10), "wmh": (1.00, 1.25),
     "flow_void": (0.03, 0.08),
 }  # fmt: skip
 _PDW = {
@@ -89,7 +89,8 @@ class ContrastModel:
     name: str
     class_means: dict[str, float]
     label_means: dict[int, float]  # FreeSurfer label -> mean (class mean with per-label jitter)
-    texture_std: float
+    texture_std: float  # smooth multiplicative texture (features of ~4 voxels)
+    grain_std: float  # voxel-wise multiplicative texture before the point-spread function
 
     def label_lut(self, max_label: int) -> np.ndarray:
         """Look-up table label id -> mean intensity (0 for background and unknown labels)."""
@@ -115,7 +116,13 @@ def sample_contrast(name: str, rng: np.random.Generator, label_jitter: float = 0
         for cls, labels in TISSUE_CLASSES.items()
         for label in labels
     }
-    return ContrastModel(name, class_means, label_means, texture_std=float(rng.uniform(0.01, 0.04)))
+    return ContrastModel(
+        name,
+        class_means,
+        label_means,
+        texture_std=float(rng.uniform(0.03, 0.07)),
+        grain_std=float(rng.uniform(0.02, 0.05)),
+    )
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,8 @@ def write_subject(phantom: Phantom, out_dir: str | Path, label: str) -> list[Pat
     for key, (img, description) in outputs.items():
         written.append(save_nifti(img, truth / f"{sub}_{key}.nii.gz"))
         sidecar: dict[str, object] = {"Description": description}
+        if key == "desc-pvs_mask":
+            sidecar["Type"] = "ROI"
         if key in ("desc-pvs_mask", "label-PVS_probseg", "desc-pvsinstances_dseg"):
             sidecar["GroundTruthFractionThreshold"] = phantom.config.gt_fraction_threshold
             sidecar["GroundTruthCentrelineThreshold"] = phantom.config.gt_centreline_threshold
@@ -209,6 +211,14 @@ def _dataset_files(out_dir: Path, config: SynthConfig, contrasts: Sequence[str],
     )
     write_text(truth / ".bidsignore", "*_morph.tsv\n*_morph.json\n")
     write_tsv(truth / "seg-pvsregions_dseg.tsv", lookup_table())
+    write_json(
+        truth / "seg-pvsregions_dseg.json",
+        {
+            "Description": "PVS regions (mednet_pvs.regions.lut).",
+            "structure": {"Description": "Anatomical structure of the label."},
+            "hemisphere": {"Description": "left, right or bilateral."},
+        },
+    )
     write_tsv(
         truth / "desc-distractors_dseg.tsv",
         pd.DataFrame({"index": list(DISTRACTOR_LABELS), "name": list(DISTRACTOR_LABELS.values())}),

@@ -30,6 +30,7 @@ from mednet_pvs.synth.anatomy import TISSUE_CLASSES, Anatomy, freesurfer_labels,
 from mednet_pvs.synth.config import SynthConfig
 from mednet_pvs.synth.contrast import (
     CONTRASTS,
+    ContrastModel,
     acquire,
     sample_acquisition,
     sample_contrast,
@@ -52,6 +53,7 @@ _BG_COUNTS = ((0, 0), (3, 10), (10, 25), (25, 50), (50, 90))
 _WM_COUNTS = ((0, 0), (10, 40), (40, 100), (100, 200), (200, 350))
 _CONTEXT_SPACING_MM = 1.5
 _CSF_LABELS = TISSUE_CLASSES["ventricle"] + TISSUE_CLASSES["csf"]
+_EXTRACEREBRAL_LABELS = TISSUE_CLASSES["csf"] + TISSUE_CLASSES["meninges"]
 
 
 def subject_seed(base_seed: int, index: int) -> int:
@@ -301,7 +303,7 @@ def generate_subject(
         labels, mask, wmh_model, cavity_model, rim_model, vessel_model, grid, factors
     )
 
-    brain_mask = _skull_strip_mask(labels > 0, _rng(seed, "brain-mask"))
+    brain_mask = _skull_strip_mask(labels, grid, context_labels, context_grid, _rng(seed, "brain-mask"))
     images, sidecars = {}, {}
     for name in contrasts:
         rng = _rng(seed, f"contrast-{name}")
@@ -378,15 +380,20 @@ def ground_truth_mask(
     return mask
 
 
-def _skull_strip_mask(brain: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The brain mask with a random one-voxel dilation or erosion (imperfect skull stripping)."""
-    mask = ndimage.binary_fill_holes(brain)
-    choice = rng.integers(3)
-    if choice == 1:
-        mask = ndimage.binary_dilation(mask)
-    elif choice == 2:
-        mask = ndimage.binary_erosion(mask)
-    return mask
+def _skull_strip_mask(
+    labels: np.ndarray, grid: Grid, context_labels: np.ndarray, context_grid: Grid, rng: np.random.Generator
+) -> np.ndarray:
+    """Brain mask of a skull-stripped scan: tissue plus a random 1-3.5 mm band of surrounding CSF.
+
+    Skull-stripping tools keep a variable rim of extracerebral CSF; the bundled anatomy's brain mask
+    (FreeSurfer's) is generous, so the band is cut to a random width here.
+    """
+    extracerebral = (*_EXTRACEREBRAL_LABELS, 0)
+    tissue = ~np.isin(context_labels, extracerebral)
+    distance = ndimage.distance_transform_edt(~tissue, sampling=context_grid.spacing).astype(np.float32)
+    band = rng.uniform(1.0, 3.5)
+    near = _resample(context_grid, distance, grid, order=1) <= band
+    return ndimage.binary_fill_holes((labels > 0) & (near | ~np.isin(labels, extracerebral)))
 
 
 def _mix(image: np.ndarray, coverage: Coverage, values: np.ndarray | float) -> None:
@@ -398,7 +405,7 @@ def _mix(image: np.ndarray, coverage: Coverage, values: np.ndarray | float) -> N
 
 def _render(
     anatomy: Anatomy,
-    model,
+    model: ContrastModel,
     coords: np.ndarray,
     rng: np.random.Generator,
     wmh: np.ndarray,
@@ -412,6 +419,7 @@ def _render(
     tissue = lut[anatomy.labels]
     # trilinear sampling of the label intensities gives sub-voxel tissue boundaries on fine grids
     image = ndimage.map_coordinates(tissue, coords, order=1, mode="constant", cval=0.0).astype(np.float32)
+    image *= 1 + rng.standard_normal(image.shape, dtype=np.float32) * np.float32(model.grain_std)
     means = model.class_means
     image += wmh * (means["wmh"] * rng.uniform(0.95, 1.05) - image)
     _mix(image, rim, means["lacune_rim"])

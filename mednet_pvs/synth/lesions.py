@@ -30,16 +30,20 @@ _LACUNE_SITES = {"basal_ganglia": 0.5, "thalamus": 0.15, "white_matter": 0.35}
 
 
 def wmh_field(context: AnatomyContext, fazekas: int, rng: np.random.Generator) -> np.ndarray:
-    """Soft WMH map in [0, 1] on the context grid (0 everywhere for Fazekas grade 0)."""
+    """Soft WMH map in [0, 1] on the context grid (0 everywhere for Fazekas grade 0).
+
+    Periventricular WMH: a lining of the lateral ventricles plus caps at the frontal and occipital
+    horns, thicker with the grade; deep WMH: irregular punctate (grade 1) to confluent (grade 3)
+    patches in the white matter. Edges are made irregular by smooth noise.
+    """
     labels = context.context_labels
     white_matter = np.isin(labels, _WHITE_MATTER)
     if fazekas == 0 or not white_matter.any():
         return np.zeros(labels.shape, np.float32)
     spacing = context.context.spacing
     ventricles = np.isin(labels, _LATERAL_VENTRICLES)
-    distance = context.ventricle_distance
-    lining_mm = (1.0, 2.5, 5.0)[fazekas - 1]
-    field = np.exp(-distance / lining_mm)
+    distance = ndimage.distance_transform_edt(~ventricles, sampling=spacing)
+    field = np.exp(-distance / (1.0, 2.0, 3.5)[fazekas - 1])
     # caps at the frontal and occipital horns: ventricle voxels at the anterior/posterior extremes
     index = np.argwhere(ventricles)
     if len(index):
@@ -49,17 +53,17 @@ def wmh_field(context: AnatomyContext, fazekas: int, rng: np.random.Generator) -
         for hemisphere in (side < np.median(side), side >= np.median(side)):
             for pick in (np.argmax, np.argmin):
                 tip = world[hemisphere][pick(along[hemisphere])]
-                field = np.maximum(field, _gaussian_blob(context, tip, (2.5, 4.5, 7.0)[fazekas - 1]))
+                field = np.maximum(field, _gaussian_blob(context, tip, (2.5, 4.0, 6.0)[fazekas - 1]))
     n_deep = int(rng.integers(*((1, 6), (4, 14), (10, 30))[fazekas - 1]))
     candidates = np.argwhere(white_matter & (distance > 6))
     if len(candidates):
         for voxel in candidates[rng.integers(0, len(candidates), n_deep)]:
             centre = context.context.world(voxel[None].astype(float))[0]
-            size = rng.uniform(1.0, (2.5, 4.0, 7.0)[fazekas - 1])
-            field = np.maximum(field, 1.4 * _gaussian_blob(context, centre, size))
-    irregular = ndimage.gaussian_filter(rng.normal(0, 1, labels.shape), 2.0 / spacing)
+            size = rng.uniform(1.0, (2.0, 3.0, 4.5)[fazekas - 1])
+            field = np.maximum(field, 1.3 * _gaussian_blob(context, centre, size))
+    irregular = ndimage.gaussian_filter(rng.normal(0, 1, labels.shape), 1.5 / spacing)
     irregular /= irregular.std() + 1e-6
-    field *= 1 + 0.25 * irregular
+    field *= 1 + 0.45 * irregular
     soft = np.clip((field - 0.5) / 0.25 + 0.5, 0, 1) * white_matter
     return ndimage.gaussian_filter(soft.astype(np.float32), 0.6)
 

@@ -11,6 +11,7 @@ only voxels near an object boundary are supersampled, voxels deep inside count a
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -80,13 +81,26 @@ class Tube:
         return self.points.min(0) - self.radius, self.points.max(0) + self.radius
 
     def centreline_voxels(self, grid: Grid) -> np.ndarray:
-        """Flat indices of the voxels of ``grid`` the centreline passes through (sorted, unique)."""
-        step = 0.1 * float(grid.spacing.min())
-        samples = [self.points[:1]]
-        for start, end in zip(self.points[:-1], self.points[1:], strict=True):
-            n = max(1, int(np.ceil(np.linalg.norm(end - start) / step)))
-            samples.append(start + np.linspace(0, 1, n + 1)[1:, None] * (end - start))
-        index = np.rint(grid.index(np.concatenate(samples))).astype(int)
+        """Flat indices of the voxels of ``grid`` the centreline passes through (sorted, unique).
+
+        Exact: each segment is split where it crosses a voxel boundary (index + 0.5) and the voxel
+        holding the middle of every piece is taken.
+        """
+        index = grid.index(self.points)
+        voxels = [np.rint(index[:1]).astype(int)]
+        for start, end in itertools.pairwise(index):
+            delta = end - start
+            crossings = [np.zeros(1), np.ones(1)]
+            for axis in range(3):
+                if abs(delta[axis]) > 1e-12:
+                    low, high = sorted((start[axis], end[axis]))
+                    planes = np.arange(np.floor(low - 0.5), np.ceil(high + 0.5)) + 0.5
+                    t = (planes - start[axis]) / delta[axis]
+                    crossings.append(t[(t > 0) & (t < 1)])
+            t = np.unique(np.concatenate(crossings))
+            middle = (t[:-1] + t[1:]) / 2
+            voxels.append(np.rint(start + middle[:, None] * delta).astype(int))
+        index = np.concatenate(voxels)
         inside = np.all((index >= 0) & (index < np.asarray(grid.shape)), axis=1)
         return np.unique(np.ravel_multi_index(tuple(index[inside].T), grid.shape))
 
