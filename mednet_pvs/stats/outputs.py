@@ -22,7 +22,7 @@ from mednet_pvs.stats.clusters import cluster_census, label_clusters
 from mednet_pvs.stats.columns import CENSUS_COLUMNS, REGION_COLUMNS, column_sidecar
 from mednet_pvs.stats.ratings import epvs_slice_counts
 from mednet_pvs.stats.tables import region_table
-from mednet_pvs.utils.atomic import atomic_path, save_nifti, write_json
+from mednet_pvs.utils.atomic import save_nifti, write_json, write_tsv
 
 __all__ = [
     "DERIVATIVE_SUFFIXES",
@@ -91,15 +91,9 @@ def compute_statistics(
 
 
 def write_table(path: str | Path, table: pd.DataFrame, sidecar: dict[str, Any]) -> list[Path]:
-    """Write a BIDS TSV and its JSON sidecar atomically; returns both paths.
-
-    ``n/a`` for missing values and 10 significant digits: ``atomic.write_tsv``'s ``%.6g`` would print
-    a brain volume of 1234567 mm^3 as 1.23457e+06.
-    """
+    """Write a BIDS TSV and its JSON sidecar atomically; returns both paths."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.10g", lineterminator="\n")
-    return [path, write_json(path.with_name(path.name[: -len(".tsv")] + ".json"), sidecar)]
+    return [write_tsv(path, table), write_json(path.with_name(path.name[: -len(".tsv")] + ".json"), sidecar)]
 
 
 def write_statistics(

@@ -34,6 +34,12 @@ def _extension(name: str) -> str:
     return Path(name).suffix
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
@@ -59,6 +65,8 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        # mkstemp creates 0600 files; outputs get the permissions a plain open() would give
+        os.chmod(tmp, 0o666 & ~_umask())
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
@@ -82,9 +90,12 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
 
 
 def write_tsv(path: str | os.PathLike[str], table: Any) -> Path:
-    """Atomically write a pandas DataFrame as a BIDS TSV (tab separated, ``n/a`` for missing)."""
+    """Atomically write a pandas DataFrame as a BIDS TSV (tab separated, ``n/a`` for missing).
+
+    Ten significant digits keep volumes of millions of mm^3 exact (``%g`` would print 1.23457e+06).
+    """
     with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
+        table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.10g", lineterminator="\n")
     return Path(path)
 
 
@@ -108,6 +119,7 @@ def create_once(path: str | os.PathLike[str], text: str) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp_name, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
