@@ -94,6 +94,21 @@ class Config:
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, Path(value).expanduser().resolve())
+        self._check_regions()
+
+    def _check_regions(self) -> None:
+        if self.regions == "aseg":
+            if self.fs_subjects_dir is None or not self.fs_subjects_dir.is_dir():
+                raise UsageError(
+                    "--regions aseg needs --fs-subjects-dir pointing to an existing FreeSurfer folder"
+                )
+        elif self.regions not in ("atlas", "none"):
+            path = Path(self.regions).expanduser().resolve()
+            if not path.exists():
+                raise UsageError(
+                    f"--regions {self.regions}: no such file or folder (use atlas, aseg, none or a path)"
+                )
+            self.regions = str(path)
 
     # ------------------------------------------------------------------ TOML
     def to_toml(self) -> str:

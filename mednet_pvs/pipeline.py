@@ -147,6 +147,11 @@ def _nipype_setup(config: Config) -> None:
         "monitoring": {"enabled": False},
     })  # fmt: skip
     nipype_logging.update_logging(nipype_config)
+    # Nipype's node messages go to logs/<run-id>/pypeline.log; the console shows them with -v.
+    for name in ("nipype.workflow", "nipype.interface", "nipype.utils", "nipype.filemanip"):
+        logger = logging.getLogger(name)
+        logger.handlers = [h for h in logger.handlers if isinstance(h, logging.FileHandler)]
+        logger.propagate = config.verbosity >= 1
 
 
 def _plugin_args(config: Config) -> dict:
@@ -155,6 +160,9 @@ def _plugin_args(config: Config) -> dict:
         args.setdefault("n_procs", config.nprocs)
         args.setdefault("memory_gb", config.mem_gb)
         args.setdefault("raise_insufficient", False)
+        # forking a process that already runs threads (pybids, torch) can deadlock the workers;
+        # fMRIPrep uses a fork server for the same reason
+        args.setdefault("mp_context", "forkserver")
     return args
 
 

@@ -86,7 +86,7 @@ def init_pvs_wf(
                            ("outputnode.census", "inputnode.census"),
                            ("outputnode.region_stats_meta", "inputnode.region_stats_meta"),
                            ("outputnode.census_meta", "inputnode.census_meta"),
-                           ("outputnode.summary", "inputnode.model_meta")]),
+                           ("outputnode.mask_meta", "inputnode.model_meta")]),
         (ds_wf, outputnode, [("outputnode.out_files", "out_files")]),
     ])  # fmt: skip
     if regions_wf is not None:

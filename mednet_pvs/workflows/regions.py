@@ -24,7 +24,11 @@ def init_regions_wf(config: Config, image: ImageRecord, name: str = "regions_wf"
     outputnode = pe.Node(niu.IdentityInterface(fields=["regions", "qc", "landmarks"]), name="outputnode")
     if config.regions == "atlas":
         node = pe.Node(
-            AtlasRegions(contrast=image.contrast, threads=config.omp_nthreads),
+            AtlasRegions(
+                contrast=image.contrast,
+                threads=config.omp_nthreads,
+                cache_dir=str(config.work_dir / "atlas_transforms"),
+            ),
             name="atlas_registration",
             n_procs=config.omp_nthreads,
             mem_gb=3.0,

@@ -17,7 +17,8 @@ def init_pvs_stats_wf(config: Config, with_regions: bool, name: str = "pvs_stats
 
     Inputs: ``source_file``, ``probseg``, ``brain_mask``, ``regions`` (conformed grid), ``model_info``,
     ``landmarks``. Outputs (native grid): ``probseg``, ``brain_mask``, ``regions``, ``mask``,
-    ``clusters``, ``region_stats``, ``census`` and the sidecar metadata of each table.
+    ``clusters``, ``region_stats``, ``census``, the tables' sidecar metadata and ``mask_meta``
+    (threshold, minimum cluster size, method).
     """
     workflow = pe.Workflow(name=name)
     fields = ["source_file", "probseg", "brain_mask", "regions", "model_info", "landmarks"]
@@ -34,7 +35,7 @@ def init_pvs_stats_wf(config: Config, with_regions: bool, name: str = "pvs_stats
                 "census",
                 "region_stats_meta",
                 "census_meta",
-                "summary",
+                "mask_meta",
             ]
         ),
         name="outputnode",
@@ -59,8 +60,8 @@ def init_pvs_stats_wf(config: Config, with_regions: bool, name: str = "pvs_stats
         (native_brain, outputnode, [("out_file", "brain_mask")]),
         (threshold, outputnode, [("out_file", "mask")]),
         (stats, outputnode, [("clusters", "clusters"), ("region_stats", "region_stats"), ("census", "census"),
-                             ("region_stats_meta", "region_stats_meta"), ("census_meta", "census_meta"),
-                             ("summary", "summary")]),
+                             ("region_stats_meta", "region_stats_meta"), ("census_meta", "census_meta")]),
+        (threshold, outputnode, [("meta", "mask_meta")]),
     ])  # fmt: skip
     if with_regions:
         native_regions = pe.Node(ToNativeGrid(dtype="uint8"), name="native_regions")
