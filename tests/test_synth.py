@@ -159,6 +159,20 @@ def test_anisotropic_acquisition_has_the_voxel_size_and_the_truth_on_its_grid():
     assert mask.any()
     np.testing.assert_array_equal(mask, _rule(_data(phantom.pvs_fraction), phantom.tubes, phantom.grid))
     assert phantom.participant["voxel_size_mm"] == "0.5x0.5x2"
+    # skull stripping never cuts into the brain, and the crop's edge slices are imaged like the rest
+    data, aseg = img.get_fdata(), _data(phantom.aseg)
+    assert (data[aseg > 0] > 0).all()
+    white_matter = (
+        np.isin(aseg, (2, 41)) & (_data(phantom.pvs_fraction) == 0) & (_data(phantom.distractors) == 0)
+    )
+    reference = np.median(data[white_matter])
+    faces = [(axis, k) for axis in range(3) for k in (0, -1)]
+    ratios = [
+        np.median(np.take(data, k, axis)[np.take(white_matter, k, axis)]) / reference
+        for axis, k in faces
+        if np.take(white_matter, k, axis).sum() >= 50
+    ]
+    assert len(ratios) >= 2 and all(0.8 < r < 1.25 for r in ratios), ratios
 
 
 def test_requested_size_ranges_and_random_voxel_sizes_are_honoured():

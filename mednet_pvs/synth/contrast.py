@@ -179,10 +179,13 @@ def smooth_multiplier(
 
 
 def _zoom_to(array: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray:
-    """Resample ``array`` to exactly ``shape`` (corner-aligned)."""
-    out = ndimage.zoom(
-        array, [s / n for s, n in zip(shape, array.shape, strict=True)], order=order, grid_mode=False
-    )
+    """Resample ``array`` to exactly ``shape`` (corner-aligned).
+
+    ``mode="nearest"``: rounding can put the last output sample a hair beyond the last input one,
+    which the default constant mode would turn into 0.
+    """
+    factors = [s / n for s, n in zip(shape, array.shape, strict=True)]
+    out = ndimage.zoom(array, factors, order=order, grid_mode=False, mode="nearest")
     if out.shape != tuple(shape):
         raise RuntimeError(f"zoom produced {out.shape}, expected {shape}")
     return out
@@ -203,7 +206,7 @@ def acquire(
     for the SNR. Returns float32 intensities on the output grid.
     """
     sigma = [s * f for s, f in zip(acquisition.psf_sigma_voxels, factors, strict=True)]
-    blurred = ndimage.gaussian_filter(image, sigma, mode="constant")
+    blurred = ndimage.gaussian_filter(image, sigma, mode="nearest")  # crops continue beyond their edges
     out_shape = tuple(s // f for s, f in zip(image.shape, factors, strict=True))
     blocks = blurred.reshape(out_shape[0], factors[0], out_shape[1], factors[1], out_shape[2], factors[2])
     acquired = blocks.mean(axis=(1, 3, 5))

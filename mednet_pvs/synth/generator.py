@@ -51,7 +51,7 @@ DISTRACTOR_LABELS = {1: "lacune", 2: "lacune_rim", 3: "wmh", 4: "vessel", 5: "cs
 #: slice, these are 3-D totals over both hemispheres).
 _BG_COUNTS = ((0, 0), (3, 10), (10, 25), (25, 50), (50, 90))
 _WM_COUNTS = ((0, 0), (10, 40), (40, 100), (100, 200), (200, 350))
-_CONTEXT_SPACING_MM = 1.5
+_CONTEXT_SPACING_MM = 2.0
 _CSF_LABELS = TISSUE_CLASSES["ventricle"] + TISSUE_CLASSES["csf"]
 _EXTRACEREBRAL_LABELS = TISSUE_CLASSES["csf"] + TISSUE_CLASSES["meninges"]
 
@@ -383,17 +383,24 @@ def ground_truth_mask(
 def _skull_strip_mask(
     labels: np.ndarray, grid: Grid, context_labels: np.ndarray, context_grid: Grid, rng: np.random.Generator
 ) -> np.ndarray:
-    """Brain mask of a skull-stripped scan: tissue plus a random 1-3.5 mm band of surrounding CSF.
+    """Brain mask of a skull-stripped scan: the brain's hull plus a random 1-3.5 mm band of CSF.
 
-    Skull-stripping tools keep a variable rim of extracerebral CSF; the bundled anatomy's brain mask
-    (FreeSurfer's) is generous, so the band is cut to a random width here.
+    Skull-stripping tools keep the CSF inside the brain's outline (sulci, fissures, cisterns) and a
+    variable rim outside it; the bundled anatomy's brain mask (FreeSurfer's) is generous, so the
+    outer rim is cut to a random width here. The hull is a 6 mm morphological closing of the
+    tissue, computed with distance transforms on the context grid.
     """
     extracerebral = (*_EXTRACEREBRAL_LABELS, 0)
     tissue = ~np.isin(context_labels, extracerebral)
-    distance = ndimage.distance_transform_edt(~tissue, sampling=context_grid.spacing).astype(np.float32)
+    spacing = context_grid.spacing
+    to_tissue = ndimage.distance_transform_edt(~tissue, sampling=spacing).astype(np.float32)
+    closing_mm = 6.0
+    dilated = to_tissue <= closing_mm
+    hull = ndimage.binary_fill_holes(ndimage.distance_transform_edt(dilated, sampling=spacing) > closing_mm)
+    keep = np.where(hull | tissue, 0.0, to_tissue).astype(np.float32)  # 0 inside the hull
     band = rng.uniform(1.0, 3.5)
-    near = _resample(context_grid, distance, grid, order=1) <= band
-    return ndimage.binary_fill_holes((labels > 0) & (near | ~np.isin(labels, extracerebral)))
+    near = _resample(context_grid, keep, grid, order=1) <= band
+    return (labels > 0) & (near | ~np.isin(labels, extracerebral))
 
 
 def _mix(image: np.ndarray, coverage: Coverage, values: np.ndarray | float) -> None:

@@ -167,7 +167,8 @@ class SubjectTransform:
         coarse = Grid(self.anatomy.labels.shape, self.anatomy.affine).index(anatomy_world)
         coarse = coarse.T.reshape(3, *(len(a) for a in axes)).astype(np.float32)
         zoom = [n / len(a) for n, a in zip(grid.shape, axes, strict=True)]
-        return np.stack([ndimage.zoom(c, zoom, order=1, grid_mode=False) for c in coarse])
+        # mode="nearest": rounding can put the last output sample a hair beyond the last input one
+        return np.stack([ndimage.zoom(c, zoom, order=1, grid_mode=False, mode="nearest") for c in coarse])
 
 
 def sample_transform(

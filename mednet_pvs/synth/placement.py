@@ -279,7 +279,8 @@ def place_pvs(
         if count <= 0:
             continue
         clearance = context.clearance[location]
-        centres = context.grid.world(np.argwhere(np.isin(context.regions, LOCATIONS[location])).astype(float))
+        voxels = np.argwhere(np.isin(context.regions, LOCATIONS[location]))
+        centres = context.grid.world(voxels.astype(float))
         # seeds only where the thinnest PVS fits and no lesion is near
         keep = (context.sample_context(clearance, centres) >= diameter_range[0] / 2 + 0.5) & (
             context.sample_context(forbidden_field, centres) < 0.01
@@ -287,7 +288,9 @@ def place_pvs(
         centres = centres[keep]
         if not len(centres):
             continue
-        weights = _seed_weights(location, centres, context, anterior_commissure)
+        weights = _seed_weights(
+            location, centres, context.regions[tuple(voxels[keep].T)], context, anterior_commissure
+        )
         morphology = _MORPHOLOGY[location]
 
         def allowed(points: np.ndarray, radii: np.ndarray, location: str = location, clearance=clearance):
@@ -329,16 +332,19 @@ def place_pvs(
 
 
 def _seed_weights(
-    location: str, centres: np.ndarray, context: AnatomyContext, anterior_commissure: np.ndarray
+    location: str,
+    centres: np.ndarray,
+    regions: np.ndarray,
+    context: AnatomyContext,
+    anterior_commissure: np.ndarray,
 ) -> np.ndarray:
+    """Seed probabilities of candidate voxel centres (N, 3) with PVS region labels (N,)."""
     if location == "basal_ganglia":
         offset = centres - anterior_commissure
         height = offset @ context.up
         weights = np.exp(-(offset**2).sum(1) / (2 * 16.0**2)) * np.exp(-np.maximum(height, 0) / 10.0)
     elif location == "white_matter":
-        cso = np.isin(
-            context.region_at(centres), [r.index for r in REGIONS if r.structure == "centrum_semiovale"]
-        )
+        cso = np.isin(regions, [r.index for r in REGIONS if r.structure == "centrum_semiovale"])
         weights = np.where(cso, 3.0, 1.0)  # most white-matter PVS in the centrum semiovale
     else:
         weights = np.ones(len(centres))
