@@ -38,7 +38,7 @@ def summary_figure(result: EvaluationResult, path: str | Path) -> Path:
     """PNG: Dice and detection F1 per region, predicted vs reference counts and volumes."""
     matplotlib.use("Agg")  # files only, never a display
     cases = with_pvs(_bilateral(result.cases))
-    regions = list(dict.fromkeys(cases.region))
+    regions = [r for r in dict.fromkeys(result.cases.region) if r in set(cases.region)]  # table order
     fig, axes = plt.subplots(2, 2, figsize=(12, 9))
     for ax, column, title in ((axes[0, 0], "dice", "Voxel Dice"), (axes[0, 1], None, "Detection F1")):
         ax.set_title(title + " (bilateral regions; cases with PVS there)")
@@ -59,7 +59,7 @@ def summary_figure(result: EvaluationResult, path: str | Path) -> Path:
                 means = [cases.loc[cases.region == r, name].mean() for r in regions]
                 ax.bar(x + offset, means, width, label=label)
             ax.set_xticks(x, regions)
-            ax.legend(loc="lower left")
+            ax.legend(loc="upper right")
         ax.tick_params(axis="x", rotation=45)
     whole = _bilateral(result.cases)
     whole = whole[whole.region == WHOLE_BRAIN]

@@ -300,7 +300,7 @@ def generate_subject(
     instance_dtype = np.uint16 if len(placed) < 65535 else np.uint32
     instances = np.where(mask, pvs_out.dense_owner(), 0).astype(instance_dtype)
     distractors = _distractor_labels(
-        labels, mask, wmh_model, cavity_model, rim_model, vessel_model, grid, factors
+        labels, mask, wmh_model, cavity_model, rim_model, vessel_model, vessels, grid, factors, config
     )
 
     brain_mask = _skull_strip_mask(labels, grid, context_labels, context_grid, _rng(seed, "brain-mask"))
@@ -444,14 +444,23 @@ def _distractor_labels(
     cavity: Coverage,
     rim: Coverage,
     vessels: Coverage,
+    vessel_tubes: Sequence[Tube],
     grid: Grid,
     factors: tuple[int, int, int],
+    config: SynthConfig,
 ) -> np.ndarray:
+    """Distractor labels on the output grid (:data:`DISTRACTOR_LABELS`); later labels win.
+
+    Lacunes, rims and WMH: voxels at least half inside; vessels: the PVS ground-truth rule, so a
+    thin vessel is one continuous object too. PVS voxels are never distractors.
+    """
     out = np.zeros(labels.shape, np.uint8)
     out[np.isin(labels, _CSF_LABELS)] = 5
     out[_block_mean(wmh_model, factors) >= 0.5] = 3
-    for coverage, label in ((rim, 2), (cavity, 1), (vessels, 4)):
+    for coverage, label in ((rim, 2), (cavity, 1)):
         out[coverage.coarsened(grid, factors).dense_fraction() >= 0.5] = label
+    vessel_fraction = vessels.coarsened(grid, factors).dense_fraction()
+    out[ground_truth_mask(vessel_fraction, vessel_tubes, grid, config)] = 4
     out[pvs_mask] = 0
     return out
 
