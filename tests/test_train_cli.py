@@ -1,0 +1,210 @@
+"""``mednet-pvs-train`` end to end on two tiny labelled phantoms: model, splits, resume, fine-tuning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mednet_pvs.cli.train import main
+from mednet_pvs.inference.engine import InferenceSettings, Segmenter
+from mednet_pvs.models.registry import resolve_model
+from mednet_pvs.train.checkpoint import checkpoint_json, load_checkpoint
+from mednet_pvs.train.config import TrainConfig
+from mednet_pvs.train.run import _initial_state, _start
+from mednet_pvs.train.thresholds import DEFAULT_THRESHOLDS
+from mednet_pvs.train.transfer import finetune_parameter_names
+from tests.bids_factory import write_image
+from tests.conftest import make_phantom
+
+TINY = ["--folds", "2", "--epochs", "2", "--iterations-per-epoch", "2", "--batch-size", "2",
+        "--patch-size", "32", "32", "32", "--init-filters", "4", "--deterministic", "--threads", "1",
+        "--no-progress"]  # fmt: skip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_torch_globals():
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+    torch.set_flush_denormal(False)
+
+
+def _bids(
+    root: Path, subjects: tuple[str, ...] = ("01", "02"), labels: tuple[str, ...] = ("01", "02")
+) -> Path:
+    root.mkdir(parents=True)
+    (root / "dataset_description.json").write_text(
+        json.dumps({"Name": "tiny phantoms", "BIDSVersion": "1.10.0"})
+    )
+    for index, subject in enumerate(subjects):
+        img = make_phantom((32, 32, 32), seed=index)
+        write_image(root / f"sub-{subject}/anat/sub-{subject}_T2w.nii.gz", img)
+        if subject in labels:
+            mask = nib.Nifti1Image((img.get_fdata() >= 250).astype(np.uint8), img.affine)
+            write_image(
+                root / f"derivatives/groundtruth/sub-{subject}/anat/sub-{subject}_desc-pvs_mask.nii.gz", mask
+            )
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(bids, model, work) of a straight 2-fold, 2-epoch run with float16 export."""
+    base = tmp_path_factory.mktemp("train")
+    bids = _bids(base / "bids")
+    model = base / "tiny-pvs"
+    assert main([str(bids), str(model), *TINY, "--save-dtype", "float16"]) == 0
+    return bids, model, base / "tiny-pvs.work"
+
+
+def test_model_directory_loads_and_predicts(trained):
+    _, model, work = trained
+    resolved = resolve_model(str(model))
+    card = resolved.card
+    assert card.folds == [0, 1] and card.contrasts == ["T2w"] and card.patch_size == [32, 32, 32]
+    assert card.architecture["init_filters"] == 4 and card.spacing == [1.0, 1.0, 1.0]
+    assert card.threshold in DEFAULT_THRESHOLDS
+    assert load_file(str(model / "fold_0.safetensors"))["stem.weight"].dtype == torch.float16
+    validation = card.metrics["validation"]
+    assert set(validation["folds"]) == {"0", "1"} and all(
+        f["n_cases"] == 1 for f in validation["folds"].values()
+    )
+    assert all(0.0 <= f["dice"] <= 1.0 for f in validation["folds"].values())
+    training = card.provenance["training"]
+    assert training["dataset"]["name"] == "tiny phantoms" and training["subjects"] == ["sub-01", "sub-02"]
+    assert training["epochs_completed"] == {"0": 2, "1": 2} and training["complete"] is True
+    assert training["config"]["epochs"] == 2 and training["config"]["save_dtype"] == "float16"
+    assert sorted(p.name for p in model.iterdir()) == [
+        "fold_0.safetensors",
+        "fold_1.safetensors",
+        "model.json",
+    ]
+    assert (work / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    segmenter = Segmenter(resolved.path, card, InferenceSettings(device="cpu", tta=False, progress=False))
+    image = make_phantom((20, 24, 28), seed=5).get_fdata().astype(np.float32)
+    probabilities = segmenter.predict(image, (1.0, 1.0, 1.0))
+    assert probabilities.shape == (2, 20, 24, 28) and probabilities.dtype == np.float32
+    assert probabilities.min() >= 0.0 and probabilities.max() <= 1.0
+    np.testing.assert_allclose(probabilities.sum(0), 1.0, atol=1e-5)
+
+
+def test_splits_are_disjoint_and_reused_on_rerun(trained):
+    bids, model, work = trained
+    splits = json.loads((work / "splits.json").read_text())
+    vals = [set(f["val"]) for f in splits["folds"]]
+    assert vals[0].isdisjoint(vals[1]) and vals[0] | vals[1] == {"sub-01_T2w", "sub-02_T2w"}
+    before = (work / "splits.json").stat().st_mtime_ns
+    checkpoint = load_checkpoint(checkpoint_json(work / "fold_0", "latest"))
+    assert (
+        main([str(bids), str(model), *TINY, "--save-dtype", "float16", "--resume"]) == 0
+    )  # nothing left to train
+    assert (work / "splits.json").stat().st_mtime_ns == before
+    assert load_checkpoint(checkpoint_json(work / "fold_0", "latest")).epoch == checkpoint.epoch == 2
+
+
+def test_resume_continues_exactly_where_a_straight_run_is(trained, tmp_path):
+    bids, _, straight_work = trained
+    model = tmp_path / "resumed"
+    args = [str(bids), str(model), *TINY, "--fold", "0"]
+    assert main([*args, "--stop-after-epochs", "1"]) == 0
+    halfway = load_checkpoint(checkpoint_json(tmp_path / "resumed.work/fold_0", "latest"))
+    assert halfway.epoch == 1 and len(halfway.state["history"]["epoch"]) == 1
+    assert int(halfway.optimizer["state"][0]["step"]) == 2  # two iterations of AdamW
+    assert json.loads((model / "model.json").read_text())["provenance"]["training"]["complete"] is False
+
+    assert main([*args, "--resume"]) == 0
+    resumed = load_checkpoint(checkpoint_json(tmp_path / "resumed.work/fold_0", "latest"))
+    reference = load_checkpoint(checkpoint_json(straight_work / "fold_0", "latest"))
+    assert resumed.epoch == 2 and int(resumed.optimizer["state"][0]["step"]) == 4
+    assert resumed.state["history"]["train_loss"] == reference.state["history"]["train_loss"]
+    assert all(torch.equal(resumed.model[k], reference.model[k]) for k in reference.model)
+
+
+def test_resume_refuses_changed_training_settings(trained, tmp_path, capsys):
+    bids, _, _ = trained
+    model = tmp_path / "m"
+    assert main([str(bids), str(model), *TINY, "--fold", "0", "--stop-after-epochs", "1"]) == 0
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(bids), str(model), *TINY, "--fold", "0", "--resume", "--learning-rate", "0.01"])
+    assert exit_info.value.code == 2 and "learning_rate" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(bids), str(model), *TINY, "--fold", "0"])
+    assert exit_info.value.code == 2 and "already exists" in capsys.readouterr().err
+
+
+def test_finetuning_changes_only_the_last_decoder_stage(trained, tmp_path):
+    bids, source, _ = trained
+    model = tmp_path / "tuned"
+    args = [str(bids), str(model), *TINY, "--fold", "0", "--epochs", "1", "--finetune-from", str(source),
+            "--trainable-decoder-layers", "1"]  # fmt: skip
+    assert main(args) == 0
+    before = {k: v.float() for k, v in load_file(str(source / "fold_0.safetensors")).items()}
+    after = load_file(str(model / "fold_0.safetensors"))
+    card = json.loads((model / "model.json").read_text())
+    assert card["architecture"] == json.loads((source / "model.json").read_text())["architecture"]
+    assert card["provenance"]["training"]["initialisation"]["method"] == "finetune"
+    from mednet_pvs.models.networks import build_network
+
+    trainable = set(finetune_parameter_names(build_network(card["architecture"]), 1))
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and changed <= trainable
+
+
+def test_upkern_start_builds_kernel_5_from_the_trained_model(trained):
+    _, source, _ = trained
+    config = TrainConfig(output_dir=source.parent / "k5", synthetic=2, upkern_from=str(source), kernel_size=5)
+    start = _start(config)
+    assert start.architecture["kernel_size"] == 5 and start.method == "upkern"
+    assert {k: v for k, v in start.architecture.items() if k != "kernel_size"} == {
+        k: v for k, v in resolve_model(str(source)).card.architecture.items() if k != "kernel_size"
+    }
+    state = _initial_state(config, start, fold=1)
+    assert state["enc_stages.0.0.conv1.weight"].shape == (4, 1, 5, 5, 5)
+    source_state = load_file(str(source / "fold_1.safetensors"))
+    assert torch.equal(state["stem.weight"], source_state["stem.weight"].float())
+
+
+def test_usage_errors_exit_2_and_name_the_problem(tmp_path, capsys):
+    def fails(argv: list[str]) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        return capsys.readouterr().err
+
+    assert "give a BIDS dataset, or --synthetic N" in fails([str(tmp_path / "out")])
+    assert "multiples of 16" in fails(
+        [str(tmp_path / "bids"), str(tmp_path / "out"), "--patch-size", "30", "32", "32"]
+    )
+    bids = _bids(tmp_path / "bids", subjects=("01", "02"), labels=("01",))
+    err = fails([str(bids), str(tmp_path / "out"), *TINY])
+    assert "no labels found" in err and str(bids / "sub-02/anat/sub-02_T2w.nii.gz") in err
+    err = fails(
+        [
+            str(bids),
+            str(tmp_path / "o2"),
+            *TINY,
+            "--participant-label",
+            "01",
+            "--finetune-from",
+            "no-such-model",
+            "--trainable-decoder-layers",
+            "1",
+        ]
+    )
+    assert "model 'no-such-model' not found" in err
+
+
+def test_label_grid_mismatch_exits_1_naming_both(tmp_path, caplog):
+    bids = _bids(tmp_path / "bids")
+    label = bids / "derivatives/groundtruth/sub-02/anat/sub-02_desc-pvs_mask.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((30, 32, 32), np.uint8), np.eye(4)), label)
+    assert main([str(bids), str(tmp_path / "out"), *TINY]) == 1
+    assert f"{label}: its grid" in caplog.text and str(bids / "sub-02/anat/sub-02_T2w.nii.gz") in caplog.text
