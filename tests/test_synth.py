@@ -192,9 +192,11 @@ def test_requested_size_ranges_and_random_voxel_sizes_are_honoured():
     assert phantom.participant["voxel_size_mm"] == "x".join(f"{z:g}" for z in np.round(zooms, 6))
 
 
-def test_no_burden_draws_no_pvs():
-    phantom = generate_subject(5, ("T2w",), SynthConfig(crop_mm=(32.0, 32.0, 32.0), pvs_grade=0))
+def test_no_burden_draws_no_pvs_and_pdw_orders_grey_above_white_matter():
+    phantom = generate_subject(5, ("PDw",), SynthConfig(crop_mm=(48.0, 48.0, 48.0), pvs_grade=0))
     assert phantom.participant["n_pvs"] == 0 and not _data(phantom.pvs_mask).any()
+    data, aseg = phantom.images["PDw"].get_fdata(), _data(phantom.aseg)
+    assert np.median(data[np.isin(aseg, (3, 42))]) > 1.1 * np.median(data[np.isin(aseg, (2, 41))])
 
 
 def test_invalid_settings_and_contrasts_are_usage_errors():

@@ -22,7 +22,6 @@ from mednet_pvs.synth.anatomy import TISSUE_CLASSES
 
 __all__ = [
     "CONTRASTS",
-    "LESION_CLASSES",
     "Acquisition",
     "ContrastModel",
     "acquire",
@@ -30,9 +29,6 @@ __all__ = [
     "sample_contrast",
     "smooth_multiplier",
 ]
-
-#: Intensity classes that are not anatomy labels: PVS fluid and the distractors.
-LESION_CLASSES = ("pvs", "lacune", "lacune_rim", "wmh", "flow_void")
 
 _T2W = {
     "white_matter": (0.19, 0.26), "cerebellum_white_matter": (0.19, 0.26), "brainstem": (0.22, 0.30),

@@ -189,7 +189,13 @@ def _block_mean(values: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray
 def generate_subject(
     seed: int, contrasts: Sequence[str] = ("T2w",), config: SynthConfig | None = None
 ) -> Phantom:
-    """Generate one phantom subject from ``seed`` with the given contrasts (BIDS suffixes)."""
+    """Generate one phantom subject from ``seed`` with the given contrasts (BIDS suffixes).
+
+    ``contrasts`` are any of :data:`~mednet_pvs.synth.contrast.CONTRASTS` (T2w, T1w, FLAIR, PDw), all
+    rendered from the same anatomy on the same grid. For on-the-fly training use
+    ``SynthConfig(crop_mm=...)`` (a box around PVS, a few times faster) and derive seeds with
+    :func:`subject_seed`. Nothing is written; see :func:`mednet_pvs.synth.write_subject`.
+    """
     config = config or SynthConfig()
     unknown = [c for c in contrasts if c not in CONTRASTS]
     if unknown or not contrasts:

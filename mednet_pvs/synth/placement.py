@@ -49,8 +49,8 @@ LOCATIONS: dict[str, tuple[int, ...]] = {
 def distance_inside(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     """Distance (mm) of every voxel of ``mask`` to the nearest voxel outside it (0 outside).
 
-    Computed on the bounding box of the mask only, which is exact and much faster for small
-    structures.
+    Computed on the bounding box of the mask only (much faster for small structures); the grid
+    border counts as outside.
     """
     out = np.zeros(mask.shape, np.float32)
     if not mask.any():
