@@ -348,3 +348,34 @@ def test_phantom_generators_share_one_subject_across_contrasts():
     assert not np.array_equal(t1_image, t2_image)
     with pytest.raises(UsageError, match="unknown phantom settings: no_such_field"):
         phantom_generators(["T2w"], {"no_such_field": 1})
+
+
+def test_patches_do_not_depend_on_loader_workers():
+    from torch.utils.data import DataLoader
+
+    img = make_phantom((40, 40, 40), seed=2)
+    data = img.get_fdata().astype(np.float32)
+    prepared = prepare_case(
+        "c",
+        Sample(data, (data >= 250).astype(np.uint8), (1.0, 1.0, 1.0)),
+        Preprocessing((0, 1, 2), (1.0,) * 3, True),
+    )
+    dataset = PatchDataset(
+        [prepared], training_transforms([16] * 3, Augmentation()), np.array([[0, s] for s in range(4)])
+    )
+    serial = [batch[0] for batch in DataLoader(dataset, batch_size=2, num_workers=0)]
+    parallel = [batch[0] for batch in DataLoader(dataset, batch_size=2, num_workers=2)]
+    assert all(torch.equal(a, b) for a, b in zip(serial, parallel, strict=True))
+
+
+def test_budget_stops_on_time_or_epoch_count():
+    import time
+
+    from mednet_pvs.train.trainer import Budget
+
+    budget = Budget(deadline=time.monotonic() + 100.0)
+    assert budget.allows_epoch(50.0) and not budget.allows_epoch(200.0) and not budget.expired()
+    assert Budget(deadline=time.monotonic() - 1.0).expired()
+    counted = Budget(max_epochs=2)
+    counted.epochs_run = 2
+    assert not counted.allows_epoch(0.0)

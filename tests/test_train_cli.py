@@ -16,7 +16,7 @@ from mednet_pvs.inference.engine import InferenceSettings, Segmenter
 from mednet_pvs.models.registry import resolve_model
 from mednet_pvs.train.checkpoint import checkpoint_json, load_checkpoint
 from mednet_pvs.train.config import TrainConfig
-from mednet_pvs.train.run import _initial_state, _start
+from mednet_pvs.train.run import initial_weights, starting_point
 from mednet_pvs.train.thresholds import DEFAULT_THRESHOLDS
 from mednet_pvs.train.transfer import finetune_parameter_names
 from tests.bids_factory import write_image
@@ -161,12 +161,12 @@ def test_finetuning_changes_only_the_last_decoder_stage(trained, tmp_path):
 def test_upkern_start_builds_kernel_5_from_the_trained_model(trained):
     _, source, _ = trained
     config = TrainConfig(output_dir=source.parent / "k5", synthetic=2, upkern_from=str(source), kernel_size=5)
-    start = _start(config)
+    start = starting_point(config)
     assert start.architecture["kernel_size"] == 5 and start.method == "upkern"
     assert {k: v for k, v in start.architecture.items() if k != "kernel_size"} == {
         k: v for k, v in resolve_model(str(source)).card.architecture.items() if k != "kernel_size"
     }
-    state = _initial_state(config, start, fold=1)
+    state = initial_weights(start, fold=1)
     assert state["enc_stages.0.0.conv1.weight"].shape == (4, 1, 5, 5, 5)
     source_state = load_file(str(source / "fold_1.safetensors"))
     assert torch.equal(state["stem.weight"], source_state["stem.weight"].float())
@@ -208,3 +208,25 @@ def test_label_grid_mismatch_exits_1_naming_both(tmp_path, caplog):
     nib.save(nib.Nifti1Image(np.zeros((30, 32, 32), np.uint8), np.eye(4)), label)
     assert main([str(bids), str(tmp_path / "out"), *TINY]) == 1
     assert f"{label}: its grid" in caplog.text and str(bids / "sub-02/anat/sub-02_T2w.nii.gz") in caplog.text
+
+
+def test_phantoms_on_the_fly_without_a_bids_dataset(tmp_path):
+    settings = tmp_path / "phantoms.json"
+    settings.write_text(json.dumps({"crop_mm": [32, 32, 32], "pvs_grade": 4}))
+    model = tmp_path / "synth-pvs"
+    argv = [str(model), "--synthetic", "2", "--synthetic-seed", "3", "--synthetic-config", str(settings),
+            "--contrasts", "T2w", "T1w", *TINY, "--fold", "0", "--epochs", "1"]  # fmt: skip
+    assert main(argv) == 0
+    card = json.loads((model / "model.json").read_text())
+    synthetic = card["provenance"]["training"]["synthetic"]
+    from mednet_pvs.synth import subject_seed
+
+    assert synthetic["seeds"] == sorted(subject_seed(3, i) for i in range(2))
+    assert synthetic["settings"]["crop_mm"] == [32, 32, 32] and synthetic["generator"].startswith(
+        "mednet_pvs.synth"
+    )
+    assert card["contrasts"] == ["T2w", "T1w"] and card["folds"] == [0]
+    assert sorted(p.name for p in (tmp_path / "synth-pvs.work/generated").iterdir()) == sorted(
+        f"synth-{seed}_{c}.npz" for seed in synthetic["seeds"] for c in ("T2w", "T1w")
+    )
+    assert card["metrics"]["validation"]["folds"]["0"]["n_cases"] == 2  # one phantom, two contrasts

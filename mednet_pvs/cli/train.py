@@ -196,7 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     output = parser.add_argument_group("Validation and export")
-    _add(output, "--val-every", type=_positive_int, default=1, help="fast validation every E epochs")
+    _add(
+        output,
+        "--val-every",
+        type=_positive_int,
+        default=5,
+        help="fast validation every E epochs, and the last",
+    )
     _add(output, "--val-tta", action="store_true", help="mirroring TTA in the final validation")
     _add(
         output,

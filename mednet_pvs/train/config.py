@@ -14,6 +14,8 @@ __all__ = ["RESUMABLE_CHANGES", "TrainConfig"]
 #: Settings a ``--resume`` may change: how the run is executed, not what is trained.
 RESUMABLE_CHANGES = frozenset(
     {
+        "output_dir",
+        "work_dir",
         "resume",
         "overwrite",
         "device",
@@ -74,7 +76,7 @@ class TrainConfig:
     finetune_from: str | None = None
     trainable_decoder_layers: int | None = None
     # validation and export
-    val_every: int = 1
+    val_every: int = 5
     val_tta: bool = False
     threshold_criterion: str = "dice"
     export: str = "last"

@@ -8,8 +8,8 @@ DESIGN.md prescribes (``model.json`` and ``fold_<k>.safetensors``).
 After training, every exported fold is validated through the inference engine itself
 (:class:`mednet_pvs.inference.Segmenter` on the written model directory, on the full conformed
 validation images, at the saved precision), so the recorded metrics are what users get. The
-probability threshold with the best mean validation Dice (pooled over folds) is written to
-``model.json``.
+probability threshold with the best mean validation Dice or cluster F1 (pooled over folds) is
+written to ``model.json``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,15 @@ from mednet_pvs.train.trainer import Budget, FoldOutcome, FoldSetup, train_fold
 from mednet_pvs.train.transfer import load_source_weights, upkern_architecture, upkern_state_dict
 from mednet_pvs.utils.atomic import write_json
 
-__all__ = ["CONFIG_NAME", "TrainingResult", "collect_cases", "run_training"]
+__all__ = [
+    "CONFIG_NAME",
+    "StartingPoint",
+    "TrainingResult",
+    "collect_cases",
+    "initial_weights",
+    "run_training",
+    "starting_point",
+]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -78,7 +87,7 @@ class TrainingResult:
 def _configure_torch(config: TrainConfig) -> torch.device:
     if config.threads:
         torch.set_num_threads(config.threads)
-    # Adam's second moments decay into subnormal floats; on x86 CPUs that made its update ~9x slower here
+    # Adam's second moments decay into subnormal floats; on x86 CPUs that made its sqrt ~9x slower here
     torch.set_flush_denormal(True)
     if config.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -130,16 +139,15 @@ def collect_cases(config: TrainConfig) -> list[TrainingCase]:
         from mednet_pvs.train.synthetic import phantom_seeds
 
         cases += generated_cases(phantom_seeds(config.synthetic, config.synthetic_seed), config.contrasts)
-    ids = [case.case_id for case in cases]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    duplicates = sorted(i for i, n in Counter(case.case_id for case in cases).items() if n > 1)
     if duplicates:
         raise UsageError(f"case names are not unique: {duplicates[:5]}")
     return cases
 
 
 @dataclass
-class _Start:
-    """Architecture, preprocessing and starting weights (per fold) of the run."""
+class StartingPoint:
+    """Architecture, preprocessing and the source of the starting weights of a run."""
 
     architecture: dict[str, Any]
     axes: list[int]
@@ -149,13 +157,14 @@ class _Start:
     source: dict[str, Any] | None
 
 
-def _start(config: TrainConfig) -> _Start:
+def starting_point(config: TrainConfig) -> StartingPoint:
+    """New MedNeXt, or the architecture, axes, spacing and normalisation of the UpKern/fine-tuning source."""
     source_name = config.upkern_from or config.finetune_from
     if source_name is None:
         arch = mednext_architecture(
             config.size, config.kernel_size, config.init_filters, deep_supervision=config.deep_supervision
         )
-        return _Start(arch, [0, 1, 2], config.spacing, config.use_mask_for_norm, "random", None)
+        return StartingPoint(arch, [0, 1, 2], config.spacing, config.use_mask_for_norm, "random", None)
     from mednet_pvs.models.registry import resolve_model
 
     try:
@@ -177,7 +186,7 @@ def _start(config: TrainConfig) -> _Start:
         "path": str(resolved.path),
         "files": resolved.card.files,
     }
-    return _Start(
+    return StartingPoint(
         arch,
         list(resolved.card.axes),
         config.spacing or list(resolved.card.spacing),
@@ -187,7 +196,8 @@ def _start(config: TrainConfig) -> _Start:
     )
 
 
-def _initial_state(config: TrainConfig, start: _Start, fold: int) -> dict[str, torch.Tensor] | None:
+def initial_weights(start: StartingPoint, fold: int) -> dict[str, torch.Tensor] | None:
+    """Fold ``fold``'s starting weights: None (random), UpKern-resampled or the source's own."""
     if start.source is None:
         return None
     _, state, _ = load_source_weights(start.source["path"], fold)
@@ -280,7 +290,7 @@ class _Run:
 
     config: TrainConfig
     cases: list[TrainingCase]
-    start: _Start
+    start: StartingPoint
     spacing: list[float]
     splits: list[dict[str, list[str]]]
     store: SampleStore
@@ -434,7 +444,7 @@ def run_training(
     assert config.work_dir is not None
     work = config.work_dir
     work.mkdir(parents=True, exist_ok=True)
-    start = _start(config)
+    start = starting_point(config)
 
     cases = collect_cases(config)
     custom_generators = generators is not None
@@ -473,7 +483,7 @@ def run_training(
             [prepared[c] for c in splits[fold]["train"]],
             [prepared[c] for c in splits[fold]["val"]],
             work / f"fold_{fold}",
-            _initial_state(config, start, fold),
+            initial_weights(start, fold),
             config.trainable_decoder_layers,
         )
         budget.epochs_run = 0

@@ -57,8 +57,8 @@ STEP_SIZE = 0.5  # sliding-window overlap of the engine's default
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
-    """channels-last on CPU, where oneDNN's depthwise 3-D convolutions run about twice as fast in it
-    (benchmarks/train_throughput.py); PyTorch's default layout elsewhere."""
+    """channels-last on CPU, where oneDNN runs MedNeXt's training step 2-4x faster in it (measured by
+    benchmarks/train_throughput.py); PyTorch's default layout elsewhere."""
     return torch.channels_last_3d if device.type == "cpu" else torch.contiguous_format
 
 
