@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from mednet_pvs.errors import ModelError
 from mednet_pvs.models.card import sha256sum
-from mednet_pvs.models.networks import alias_groups, load_weights
+from mednet_pvs.models.networks import alias_groups
 from mednet_pvs.utils.atomic import atomic_path, write_json
 
 __all__ = ["Checkpoint", "checkpoint_json", "load_checkpoint", "save_checkpoint"]
@@ -137,8 +137,3 @@ def load_checkpoint(json_path: Path) -> Checkpoint:
         ]
         optimizer = {"state": state, "param_groups": groups}
     return Checkpoint(int(data["epoch"]), model, optimizer, data.get("state", {}))
-
-
-def restore_model(net: torch.nn.Module, checkpoint: Checkpoint, source: Path) -> torch.nn.Module:
-    """Load a checkpoint's weights strictly into ``net``."""
-    return load_weights(net, checkpoint.model, source)
