@@ -200,6 +200,18 @@ def test_usage_errors_exit_2_and_name_the_problem(tmp_path, capsys):
         ]
     )
     assert "model 'no-such-model' not found" in err
+    if not torch.cuda.is_available():
+        assert "no CUDA GPU is available" in fails(
+            [str(bids), str(tmp_path / "o3"), *TINY, "--device", "cuda"]
+        )
+
+
+def test_time_budget_too_short_for_an_epoch_writes_no_model(tmp_path, caplog):
+    bids = _bids(tmp_path / "bids")
+    model = tmp_path / "out"
+    assert main([str(bids), str(model), *TINY, "--max-minutes", "0.0001"]) == 1
+    assert not model.exists() and "no fold completed an epoch" in caplog.text
+    assert (tmp_path / "out.work/splits.json").is_file()  # a later --resume starts from the prepared data
 
 
 def test_label_grid_mismatch_exits_1_naming_both(tmp_path, caplog):
