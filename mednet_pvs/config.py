@@ -63,6 +63,7 @@ class Config:
     plugin_args: dict[str, Any] = field(default_factory=dict)
     stop_on_first_crash: bool = False
     reports_only: bool = False
+    resource_monitor: bool = False
     verbosity: int = 0
     run_id: str = field(default_factory=new_run_id)
 

@@ -144,8 +144,10 @@ def _nipype_setup(config: Config) -> None:
             "parameterize_dirs": False,
             "poll_sleep_duration": 0.2,
         },
-        "monitoring": {"enabled": False},
+        "monitoring": {"enabled": config.resource_monitor, "sample_frequency": "0.5"},
     })  # fmt: skip
+    if config.resource_monitor:
+        nipype_config.enable_resource_monitor()
     nipype_logging.update_logging(nipype_config)
     # Nipype's node messages go to logs/<run-id>/pypeline.log; the console shows them with -v.
     for name in ("nipype.workflow", "nipype.interface", "nipype.utils", "nipype.filemanip"):

@@ -308,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     other = parser.add_argument_group("Other")
     _add(other, "--reports-only", action="store_true", help="only regenerate reports from existing outputs")
     _add(
+        other,
+        "--resource-monitor",
+        action="store_true",
+        help="record each node's run time and peak memory (Nipype resource monitor; in the node results)",
+    )
+    _add(
         other, "--config-file", type=Path, metavar="TOML", help="options from a TOML file (command line wins)"
     )
     other.add_argument(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from copy import deepcopy
 from pathlib import Path
 
 from nipype.interfaces import utility as niu
@@ -32,6 +33,8 @@ def init_mednet_pvs_wf(
     for subject, records in images.items():
         single = init_single_subject_wf(config, subject, records, model_dir, use_gpu)
         single.config["execution"]["crashdump_dir"] = str(subject_log_dir(config, subject))
+        for node in single._get_all_nodes():  # nodes keep their own copy of the configuration
+            node.config = deepcopy(single.config)
         workflow.add_nodes([single])
     return workflow
 
