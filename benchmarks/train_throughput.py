@@ -4,7 +4,9 @@ Each configuration (width x patch) runs in its own process, so its peak resident
 deep-supervised Dice + CE, AdamW, batch 2, the same loss, step, memory layout (channels-last on CPU)
 and denormal flushing as ``mednet-pvs-train``. Wall and CPU seconds are both printed: on a shared
 machine the CPU seconds divided by the threads estimate the wall time the machine would give alone.
-One configuration is repeated in PyTorch's default layout for the channels-last speed-up. Also times
+One configuration is repeated in PyTorch's default layout for the channels-last speed-up, and with
+one thread (its CPU seconds carry no thread synchronisation; half of them bounds the 2-thread wall
+time from below). Also times
 the patch sampler (crop + augmentation) on a brain-sized prepared case, and turns the measured rates
 into hours for training runs of a given length. Prints a table; nothing is written.
 
@@ -100,7 +102,8 @@ def main() -> None:
         return
     print(f"load average before: {os.getloadavg()}; cores: {os.cpu_count()}; torch threads: {args.threads}")
     rows = []
-    for width, patch, layout in [*((w, p, "train") for w, p in CONFIGS), (*CONFIGS[0], "default")]:
+    runs = [*((w, p, "train", args.threads) for w, p in CONFIGS), (*CONFIGS[0], "default", args.threads)]
+    for width, patch, layout, threads in [*runs, (*CONFIGS[0], "train", 1)]:
         command = [
             sys.executable,
             __file__,
@@ -111,16 +114,18 @@ def main() -> None:
             "--iterations",
             str(args.iterations),
             "--threads",
-            str(args.threads),
+            str(threads),
         ]
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         row = json.loads(output.strip().splitlines()[-1])
         print(
-            f"MedNeXt-S k3 width {width:2d} patch {patch}^3 batch 2 ({layout} layout): "
+            f"MedNeXt-S k3 width {width:2d} patch {patch}^3 batch 2 ({layout} layout, {threads} threads): "
             f"{row['seconds_per_iteration']:.2f} s/it wall, {row['cpu_seconds_per_iteration']:.2f} CPU s/it, "
             f"peak RSS {row['peak_rss_gib']:.2f} GiB, {row['parameters_m']:.2f} M parameters",
             flush=True,
         )
+        if threads != args.threads:
+            continue
         if layout == "train":
             rows.append(row)
         else:
