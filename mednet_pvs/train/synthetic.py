@@ -23,7 +23,7 @@ def phantom_seeds(count: int, base_seed: int) -> list[int]:
     """The seeds of a dataset of ``count`` phantoms, as ``mednet-pvs-synth --seed base_seed`` numbers them."""
     from mednet_pvs.synth import subject_seed
 
-    return [subject_seed(base_seed, index) for index in range(count)]
+    return [subject_seed(base_seed, index) for index in range(1, count + 1)]
 
 
 def phantom_generators(
