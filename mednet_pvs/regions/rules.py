@@ -11,7 +11,16 @@ import numpy as np
 from scipy import ndimage
 from skimage.morphology import convex_hull_image
 
-__all__ = ["assign_hemisphere", "basal_ganglia_with_internal_capsule", "centrum_semiovale", "world_coordinate"]
+from mednet_pvs.regions.lut import REGIONS
+
+__all__ = [
+    "assign_hemisphere",
+    "basal_ganglia_with_internal_capsule",
+    "bounding_box",
+    "centrum_semiovale",
+    "fit_to_brain_mask",
+    "world_coordinate",
+]
 
 
 def world_coordinate(shape: tuple[int, ...], affine: np.ndarray, axis: int) -> np.ndarray:
@@ -21,7 +30,9 @@ def world_coordinate(shape: tuple[int, ...], affine: np.ndarray, axis: int) -> n
     return (row[0] * i + row[1] * j + row[2] * k + row[3]).astype(np.float32)
 
 
-def assign_hemisphere(target: np.ndarray, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def assign_hemisphere(
+    target: np.ndarray, left: np.ndarray, right: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Split ``target`` into left and right parts by the nearest voxel of ``left`` or ``right``.
 
     Used for structures that FreeSurfer does not lateralise (corpus callosum, WM hypointensities).
@@ -51,16 +62,39 @@ def centrum_semiovale(
 
 
 def basal_ganglia_with_internal_capsule(
-    nuclei: np.ndarray, white_matter: np.ndarray, exclude: np.ndarray
+    nuclei: np.ndarray, fillable: np.ndarray, exclude: np.ndarray
 ) -> np.ndarray:
-    """Basal ganglia region: the nuclei plus the white matter between them (internal capsule).
+    """Basal ganglia region: the nuclei plus the tissue between them (internal capsule).
 
     Per axial slice, the convex hull of the nuclei (caudate, putamen, pallidum, accumbens) of one
-    hemisphere is taken; its white-matter voxels join the region, minus ``exclude`` (thalamus,
+    hemisphere is taken; its ``fillable`` voxels (white matter, and the grey matter of the basal
+    forebrain that label sets call cortex) join the region, minus ``exclude`` (thalamus,
     ventricles). Call once per hemisphere.
     """
     region = nuclei.copy()
     for k in np.nonzero(nuclei.any(axis=(0, 1)))[0]:
         hull = convex_hull_image(nuclei[:, :, k])
-        region[:, :, k] |= hull & white_matter[:, :, k]
+        region[:, :, k] |= hull & fillable[:, :, k]
     return region & ~exclude | nuclei
+
+
+def fit_to_brain_mask(regions: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """Clear region labels outside ``brain``; brain voxels without a region become 'other'.
+
+    Statistics are reported inside the analysed brain mask, so every mask voxel needs a region and
+    no region may extend beyond the mask.
+    """
+    other = next(r.index for r in REGIONS if r.structure == "other")
+    out = np.where(brain, regions, 0).astype(np.uint8)
+    out[brain & (out == 0)] = other
+    return out
+
+
+def bounding_box(mask: np.ndarray, margin: int | np.ndarray = 0) -> tuple[slice, ...]:
+    """Slices of the bounding box of ``mask`` widened by ``margin`` voxels (per axis), within the array."""
+    idx = np.argwhere(mask)
+    if not len(idx):
+        raise ValueError("empty mask has no bounding box")
+    low = np.maximum(idx.min(0) - margin, 0)
+    high = np.minimum(idx.max(0) + 1 + np.asarray(margin), mask.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
