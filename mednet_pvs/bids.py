@@ -10,8 +10,13 @@ import json
 import logging
 import os
 import re
+import shutil
+import sqlite3
+import tempfile
 from collections.abc import Iterable, Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -42,6 +47,7 @@ CONTRASTS = ("T2w", "T1w")
 CODE_URL = "https://github.com/mednet-pvs/mednet-pvs"
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
 _NIFTI_EXTENSIONS = (".nii.gz", ".nii")
+_DATABASE_FILE = "layout_index.sqlite"  # pybids' file name inside a database folder
 
 
 @lru_cache(maxsize=1)
@@ -135,8 +141,33 @@ class ImageRecord:
 def build_layout(bids_dir: Path, database_dir: Path | None = None) -> Any:
     """A pybids layout of the raw dataset (derivatives and non-BIDS folders not indexed).
 
-    With ``database_dir`` an existing index is reused read-only; a missing one is created there.
+    With ``database_dir`` one index serves many jobs: a missing index is built in a temporary sibling
+    folder and renamed into place, so concurrent jobs never see a half-written index (the first
+    rename wins; the other jobs open the winner's). An existing index is only read, never written,
+    so any number of jobs can open it at once; it must index this same ``bids_dir``.
     """
+    bids_dir = Path(bids_dir).resolve()
+    if database_dir is None:
+        return _open_layout(bids_dir, None)
+    database_dir = Path(database_dir).resolve()
+    database_file = database_dir / _DATABASE_FILE
+    if not database_file.is_file():
+        _create_index(bids_dir, database_dir)
+    indexed_root = _indexed_root(database_file)
+    if indexed_root != bids_dir:
+        raise UsageError(
+            f"--bids-database-dir {database_dir} indexes {indexed_root}, not {bids_dir}; give a new "
+            "(missing) folder to index this dataset there (inside a container, index with the same "
+            "bind paths the jobs use)"
+        )
+    created = datetime.fromtimestamp(database_file.stat().st_mtime).isoformat(timespec="seconds")
+    LOGGER.info(
+        "pybids index %s (built %s; files added to %s since are not seen)", database_dir, created, bids_dir
+    )
+    return _open_layout(bids_dir, database_dir)
+
+
+def _open_layout(bids_dir: Path, database_dir: Path | None, reset: bool = False) -> Any:
     from bids import BIDSLayout, BIDSLayoutIndexer
 
     indexer = BIDSLayoutIndexer(
@@ -144,13 +175,50 @@ def build_layout(bids_dir: Path, database_dir: Path | None = None) -> Any:
     )
     kwargs: dict[str, Any] = {"validate": False, "indexer": indexer}
     if database_dir is not None:
-        database_dir = Path(database_dir)
-        kwargs["database_path"] = database_dir
-        kwargs["reset_database"] = False
+        kwargs.update(database_path=database_dir, reset_database=reset)
     try:
         return BIDSLayout(str(bids_dir), **kwargs)
     except Exception as exc:  # pybids raises bare exceptions for missing description files etc.
         raise MednetPVSError(f"{bids_dir}: cannot be read as a BIDS dataset ({exc})") from exc
+
+
+def _create_index(bids_dir: Path, database_dir: Path) -> None:
+    """Index ``bids_dir`` into a temporary sibling of ``database_dir``, then rename it into place."""
+    try:
+        database_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(
+            tempfile.mkdtemp(prefix=f".{database_dir.name}.", suffix=".partial", dir=database_dir.parent)
+        )
+    except OSError as exc:
+        raise UsageError(f"--bids-database-dir {database_dir}: cannot be created ({exc.strerror})") from exc
+    try:
+        LOGGER.info("indexing %s into %s", bids_dir, database_dir)
+        layout = _open_layout(bids_dir, staging, reset=True)
+        layout.connection_manager.session.close()
+        staging.chmod(0o755)
+        # read-only file: jobs that open the shared index can only read it
+        (staging / _DATABASE_FILE).chmod(0o444)
+        try:
+            staging.rename(database_dir)  # atomic; refused when another job's index is already there
+        except OSError as exc:
+            if not (database_dir / _DATABASE_FILE).is_file():
+                raise UsageError(
+                    f"--bids-database-dir {database_dir}: exists and holds no pybids index "
+                    f"({_DATABASE_FILE}); give a new or empty folder"
+                ) from exc
+            LOGGER.info("another job indexed %s first; using its index", bids_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _indexed_root(database_file: Path) -> Path:
+    """The dataset root a pybids index was built for (read without opening it for writing)."""
+    try:
+        with closing(sqlite3.connect(f"{database_file.as_uri()}?mode=ro", uri=True)) as connection:
+            (root,) = connection.execute("SELECT root FROM layout_info").fetchone()
+    except (sqlite3.Error, TypeError) as exc:
+        raise UsageError(f"{database_file}: not a readable pybids index ({exc})") from exc
+    return Path(root).resolve()
 
 
 def select_participants(layout: Any, requested: Iterable[str] | None) -> list[str]:

@@ -156,7 +156,8 @@ def _nipype_setup(config: Config) -> None:
         logger.propagate = config.verbosity >= 1
 
 
-def _plugin_args(config: Config) -> dict:
+def _plugin_args(config: Config, use_gpu: bool = False) -> dict:
+    """Nipype plugin arguments: ``--plugin-args`` win over the defaults from --nprocs and --mem."""
     args = dict(config.plugin_args)
     if config.nipype_plugin == "MultiProc":
         args.setdefault("n_procs", config.nprocs)
@@ -165,6 +166,10 @@ def _plugin_args(config: Config) -> dict:
         # forking a process that already runs threads (pybids, torch) can deadlock the workers;
         # fMRIPrep uses a fork server for the same reason
         args.setdefault("mp_context", "forkserver")
+        if use_gpu:
+            # every segmentation node uses the same device (--device), so one at a time by default;
+            # nipype would allow as many as nvidia-smi lists, ignoring CUDA_VISIBLE_DEVICES
+            args.setdefault("n_gpu_procs", 1)
     return args
 
 
@@ -224,7 +229,7 @@ def _run_workflow(
         config.work_dir,
     )
     try:
-        workflow.run(plugin=config.nipype_plugin, plugin_args=_plugin_args(config))
+        workflow.run(plugin=config.nipype_plugin, plugin_args=_plugin_args(config, use_gpu))
     except Exception as exc:  # nipype raises RuntimeError when any node crashed
         LOGGER.debug("workflow ended with errors: %s", exc)
         if not any(_crash_files(config, s) for s in images):

@@ -17,6 +17,7 @@ from pathlib import Path
 from mednet_pvs.cli.parser import build_parser
 from mednet_pvs.config import Config
 from mednet_pvs.errors import MednetPVSError, UsageError
+from mednet_pvs.utils.environment import ensure_matplotlib_config_dir
 
 __all__ = ["main"]
 
@@ -53,6 +54,7 @@ def _parse(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Na
 def main(argv: list[str] | None = None) -> int:
     parser, args = _parse(argv)
     setup_logging(args.verbosity)
+    ensure_matplotlib_config_dir()  # before any worker starts: HOME may be read-only
     options = {k: v for k, v in vars(args).items() if k != "config_file"}
     try:
         config = Config(**options)
