@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mednet_pvs.bids import build_layout
@@ -509,16 +510,31 @@ def test_snakemake_workflow_runs_participants_then_group(tmp_path):
 
     result = snakemake_run("--cores", "2")
     assert result.returncode == 0, result.stderr[-4000:]
-    group = (out / "group_desc-pvs_morph.tsv").read_text().splitlines()
-    assert {line.split("\t")[0] for line in group[1:]} == {"sub-01", "sub-02"}
+    group = pd.read_csv(out / "group_desc-pvs_morph.tsv", sep="\t")
+    assert set(group["participant_id"]) == {"sub-01", "sub-02"}
     for label in ("01", "02"):
         assert (out / f"sub-{label}" / "anat" / f"sub-{label}_desc-pvs_mask.nii.gz").is_file()
         assert (tmp_path / "work" / f"sub-{label}").is_dir()  # one work folder per participant
-    assert (tmp_path / "work" / "bids_db" / "layout_index.sqlite").is_file()
+    (index,) = (tmp_path / "work").glob("bids_db-*")
+    assert (index / "layout_index.sqlite").is_file()
     assert "Nothing to be done" in snakemake_run("--cores", "2").stderr
+
+    # a participant added to the dataset: a new index, and only that participant runs
+    done = {p.name: p.stat().st_mtime_ns for p in (out / "logs" / "snakemake").glob("sub-0[12].*")}
+    write_image(bids / "sub-03" / "anat" / "sub-03_T2w.nii.gz", make_phantom(affine=np.diag([2.0, 2, 2, 1])))
+    with (bids / "participants.tsv").open("a") as table:
+        table.write("sub-03\t70\n")
+    result = snakemake_run("--cores", "2")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "participant=03" in result.stderr and "participant=01" not in result.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "logs" / "snakemake").glob("sub-0[12].*")} == done
+    group = pd.read_csv(out / "group_desc-pvs_morph.tsv", sep="\t")
+    assert set(group["participant_id"]) == {"sub-01", "sub-02", "sub-03"}
+    assert len(list((tmp_path / "work").glob("bids_db-*"))) == 2
 
     # the SLURM profile is valid for the executor plugin (a dry run submits nothing)
     (out / "group_desc-pvs_morph.tsv").unlink()
     dry = snakemake_run("--profile", str(SNAKEMAKE / "profiles" / "slurm"), "--dry-run")
     assert dry.returncode == 0, dry.stderr[-4000:]
-    assert "group" in dry.stdout and "participant" not in dry.stdout.split("Job stats:")[-1]
+    stats = (dry.stdout + dry.stderr).split("Job stats:")[1].split("\n\n")[0].splitlines()[3:]
+    assert {line.split()[0]: int(line.split()[1]) for line in stats} == {"all": 1, "group": 1, "total": 2}

@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--bids-database-dir",
         type=Path,
         metavar="DIR",
-        help="pybids database folder: reused read-only when present (pre-index once for many jobs)",
+        help="pybids index folder shared by many jobs: built atomically when missing, then only read "
+        "(see docs/hpc.md)",
     )
     _add(
         bids,
