@@ -6,8 +6,11 @@ file under ``sub-<label>/log/<run-id>/``) and the other participants go on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -229,7 +232,9 @@ def _run_workflow(
         config.work_dir,
     )
     try:
-        workflow.run(plugin=config.nipype_plugin, plugin_args=_plugin_args(config, use_gpu))
+        # Nipype drops helper files (resource-monitor samples) in the current folder: use the work dir
+        with _working_directory(config.work_dir):
+            workflow.run(plugin=config.nipype_plugin, plugin_args=_plugin_args(config, use_gpu))
     except Exception as exc:  # nipype raises RuntimeError when any node crashed
         LOGGER.debug("workflow ended with errors: %s", exc)
         if not any(_crash_files(config, s) for s in images):
@@ -241,6 +246,17 @@ def _run_workflow(
             summary.failed.setdefault(subject, []).extend(reasons)
         elif subject not in summary.failed:
             summary.done.append(subject)
+
+
+@contextlib.contextmanager
+def _working_directory(path: Path | None) -> Iterator[None]:
+    previous = Path.cwd()
+    if path is not None:
+        os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 def _crash_reason(crash_file: Path) -> str:
