@@ -69,7 +69,9 @@ class ModelCard:
         """Raise :class:`ModelError` naming the first field that is inconsistent."""
         problems: list[str] = []
         if self.schema_version > SCHEMA_VERSION:
-            problems.append(f"schema_version {self.schema_version} is newer than this mednet-pvs ({SCHEMA_VERSION})")
+            problems.append(
+                f"schema_version {self.schema_version} is newer than this mednet-pvs ({SCHEMA_VERSION})"
+            )
         if "family" not in self.architecture:
             problems.append("architecture.family is missing")
         if sorted(self.axes) != [0, 1, 2]:
@@ -81,7 +83,9 @@ class ModelCard:
         if not self.folds:
             problems.append("folds is empty")
         if "0" not in self.labels or len(self.labels) < 2:
-            problems.append(f"labels {self.labels} must map '0' (background) and at least one foreground class")
+            problems.append(
+                f"labels {self.labels} must map '0' (background) and at least one foreground class"
+            )
         if self.normalization.get("scheme") not in NORMALIZATION_SCHEMES:
             problems.append(f"normalization scheme {self.normalization.get('scheme')!r} is not supported")
         if any(axis not in (0, 1, 2) for axis in self.mirror_axes):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from torch import nn
 from mednet_pvs.errors import ModelError
 from mednet_pvs.models.card import ModelCard, fold_file_name
 
-__all__ = ["build_network", "load_fold"]
+__all__ = ["alias_groups", "build_network", "load_fold", "load_weights"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -32,6 +33,36 @@ def build_network(arch: dict[str, Any]) -> nn.Module:
     raise ModelError(f"unknown architecture family {family!r}")
 
 
+def alias_groups(state: Mapping[str, torch.Tensor]) -> list[list[str]]:
+    """Names that share one tensor, in state-dict order (e.g. DynUNet's ``skip_layers`` views).
+
+    A model directory stores each tensor once, under the first of its names.
+    """
+    groups: dict[tuple[int, int, tuple[int, ...]], list[str]] = {}
+    for key, tensor in state.items():
+        if tensor.numel() == 0:
+            groups[(id(tensor), 0, ())] = [key]
+            continue
+        ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        groups.setdefault(ident, []).append(key)
+    return list(groups.values())
+
+
+def load_weights(net: nn.Module, state: Mapping[str, torch.Tensor], source: str | Path) -> nn.Module:
+    """Load ``state`` strictly into ``net``, filling aliased names from their stored twin."""
+    full = dict(state)
+    for names in alias_groups(net.state_dict()):
+        stored = [name for name in names if name in state]
+        for name in names:
+            if stored and name not in full:
+                full[name] = state[stored[0]]
+    try:
+        net.load_state_dict(full, strict=True)
+    except RuntimeError as exc:
+        raise ModelError(f"{source}: weights do not fit the architecture ({exc})") from exc
+    return net
+
+
 def load_fold(
     card: ModelCard, directory: str | Path, fold: int, device: torch.device | str = "cpu"
 ) -> nn.Module:
@@ -40,9 +71,9 @@ def load_fold(
     card.verify(directory, folds=[fold])
     net = build_network(card.architecture)
     path = directory / fold_file_name(fold)
-    state = load_file(str(path), device="cpu")
     try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelError(f"{path}: weights do not fit the architecture in model.json ({exc})") from exc
+        state = load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own error types for malformed files
+        raise ModelError(f"{path}: cannot be read as safetensors ({exc})") from exc
+    load_weights(net, state, path)
     return net.to(device).eval()

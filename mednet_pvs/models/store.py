@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 
 from mednet_pvs.errors import ModelError
 from mednet_pvs.models.card import ModelCard, fold_file_name
+from mednet_pvs.models.networks import alias_groups, build_network
 
 __all__ = ["random_model", "write_model_dir"]
 
@@ -27,7 +28,8 @@ def write_model_dir(
     """Write ``model.json`` and one ``fold_<k>.safetensors`` per state dict; all or nothing.
 
     Files go to a temporary sibling folder that is renamed into place at the end, so a failure
-    never leaves a half-written model. ``dtype`` (e.g. float16) converts floating tensors.
+    never leaves a half-written model. ``dtype`` (e.g. float16) converts floating tensors. A tensor
+    reachable under several names (module aliases) is stored once, under its first name.
     """
     directory = Path(directory)
     if len(fold_states) != len(card.folds):
@@ -37,9 +39,10 @@ def write_model_dir(
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        for fold, state in zip(card.folds, fold_states):
+        for fold, state in zip(card.folds, fold_states, strict=True):
             tensors = {}
-            for key, value in state.items():
+            for names in alias_groups(state):
+                key, value = names[0], state[names[0]]
                 tensor = value.detach().cpu()
                 if dtype is not None and tensor.is_floating_point():
                     tensor = tensor.to(dtype)
@@ -69,8 +72,6 @@ def random_model(
     **card_fields: object,
 ) -> Path:
     """A model directory with seeded random weights: for tests, benchmarks and smoke runs."""
-    from mednet_pvs.models.networks import build_network
-
     states = []
     for k in folds:
         torch.manual_seed(seed + k)
