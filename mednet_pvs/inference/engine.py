@@ -2,7 +2,9 @@
 
 Pipeline per image: permute to the model's axis order, crop to the non-zero (brain) box, resample
 to the model spacing, normalise as the card says, Gaussian sliding window with optional mirroring
-TTA, softmax, mean over folds, resample back to the input spacing, paste into the full grid.
+TTA (windows without brain skipped), softmax, mean over folds, resample back to the input spacing,
+paste into the full grid. Speed settings (batching, autocast, memory reuse) are in
+:class:`InferenceSettings`; benchmarks/inference_compare.py measures them.
 """
 
 from __future__ import annotations
@@ -13,15 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from mednet_pvs.errors import ModelError
-from mednet_pvs.inference.preprocessing import export_probabilities, preprocess_case
-from mednet_pvs.inference.sliding_window import predict_sliding_window, tile_starts
+from mednet_pvs.inference.memory import reuse_freed_memory
+from mednet_pvs.inference.preprocessing import CroppedCase, export_probabilities, preprocess_case
+from mednet_pvs.inference.sliding_window import WindowPredictor, sliding_window_probabilities
 from mednet_pvs.models.card import ModelCard
 from mednet_pvs.models.networks import load_fold
 
-__all__ = ["InferenceSettings", "Segmenter", "resolve_device"]
+__all__ = ["InferenceSettings", "Segmenter", "paste_into_image", "resolve_device"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -30,15 +32,26 @@ def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ModelError(f"--device {name!r} is not a device (use auto, cpu, cuda or cuda:<index>)") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"--device {name} was requested but no CUDA GPU is available; use --device cpu or auto")
+        raise ModelError(
+            f"--device {name} was requested but no CUDA GPU is available; use --device cpu or auto"
+        )
     return device
 
 
 @dataclass
 class InferenceSettings:
-    """How to run a model (defaults follow the model card)."""
+    """How to run a model (``None`` means: follow the model card, or the device's measured default).
+
+    ``batch_size`` counts windows x mirrorings per forward pass (1 is fastest on CPU; CUDA
+    out-of-memory halves it). ``amp`` is autocast (bfloat16/float16), on by default on CUDA only.
+    ``skip_empty_windows`` leaves out windows with no brain voxel. ``reuse_memory`` keeps freed
+    memory in the process while predicting (see :mod:`mednet_pvs.inference.memory`).
+    """
 
     device: str = "auto"
     tta: bool = True
@@ -46,13 +59,31 @@ class InferenceSettings:
     step_size: float | None = None
     threads: int | None = None
     progress: bool = True
+    batch_size: int = 1
+    amp: bool | None = None
+    skip_empty_windows: bool = True
+    reuse_memory: bool = True
     extra: dict = field(default_factory=dict)
+
+
+def paste_into_image(
+    probabilities: np.ndarray, case: CroppedCase, network_shape: tuple[int, ...], axes: list[int]
+) -> np.ndarray:
+    """Probabilities of the resampled crop -> (C, X, Y, Z) on the conformed grid (background 1 outside)."""
+    exported = export_probabilities(probabilities, case)
+    full = np.zeros((probabilities.shape[0], *network_shape), dtype=np.float32)
+    full[0] = 1.0
+    full[(slice(None), *case.bbox)] = exported
+    inverse = list(np.argsort(axes))
+    return np.ascontiguousarray(np.transpose(full, [0, *(a + 1 for a in inverse)]))
 
 
 class Segmenter:
     """A loaded model (all requested folds) ready to predict probabilities for conformed images."""
 
-    def __init__(self, model_dir: str | Path, card: ModelCard, settings: InferenceSettings | None = None) -> None:
+    def __init__(
+        self, model_dir: str | Path, card: ModelCard, settings: InferenceSettings | None = None
+    ) -> None:
         self.settings = settings or InferenceSettings()
         self.card = card
         self.model_dir = Path(model_dir)
@@ -63,9 +94,16 @@ class Segmenter:
         self.folds = list(folds)
         if self.settings.threads:
             torch.set_num_threads(int(self.settings.threads))
-        self.device = resolve_device(self.settings.device)
-        self.networks = [load_fold(card, model_dir, k, self.device) for k in self.folds]
+        device = resolve_device(self.settings.device)
+        self.networks = [load_fold(card, model_dir, k, "cpu") for k in self.folds]
+        amp = self.settings.amp if self.settings.amp is not None else device.type == "cuda"
+        self.predictor = WindowPredictor(self.networks, device, batch_size=self.settings.batch_size, amp=amp)
         self.n_classes = int(card.architecture.get("out_channels", len(card.labels)))
+
+    @property
+    def device(self) -> torch.device:
+        """Where the networks run now (CUDA can fall back to the CPU on out-of-memory)."""
+        return self.predictor.device
 
     def predict(self, image: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
         """Class probabilities (n_classes, X, Y, Z) float32 for a conformed (X, Y, Z) image.
@@ -74,26 +112,22 @@ class Segmenter:
         """
         card = self.card
         axes = list(card.axes)
-        data = np.transpose(np.asarray(image, np.float32), axes)[None]
-        net_spacing = np.asarray(spacing, float)[axes]
-        case = preprocess_case(data, net_spacing, np.asarray(card.spacing, float), bool(card.normalization.get("use_mask")))
-        step = self.settings.step_size or card.step_size
-        mirror = card.mirror_axes if self.settings.tta else []
-        n_tiles = int(np.prod([len(s) for s in tile_starts(
-            np.maximum(case.data.shape[1:], card.patch_size), card.patch_size, step)])) * len(self.networks)
-        with tqdm(total=n_tiles, desc="sliding window", unit="tile", disable=not self.settings.progress,
-                  leave=False) as bar:
-            per_fold = predict_sliding_window(
-                case.data, self.networks, self.n_classes, card.patch_size, step, mirror, self.device,
-                progress=bar.update,
+        with reuse_freed_memory(self.settings.reuse_memory):
+            data = np.transpose(np.asarray(image, np.float32), axes)[None]
+            net_spacing = np.asarray(spacing, float)[axes]
+            use_mask = bool(card.normalization.get("use_mask"))
+            case = preprocess_case(data, net_spacing, np.asarray(card.spacing, float), use_mask)
+            probabilities = sliding_window_probabilities(
+                case.data,
+                self.predictor,
+                self.n_classes,
+                card.patch_size,
+                self.settings.step_size or card.step_size,
+                card.mirror_axes if self.settings.tta else (),
+                mask=case.mask if self.settings.skip_empty_windows else None,
+                progress=self.settings.progress,
             )
-        probabilities = per_fold.mean(axis=0)
-        exported = export_probabilities(probabilities, case)
-        full = np.zeros((self.n_classes, *data.shape[1:]), dtype=np.float32)
-        full[0] = 1.0
-        full[(slice(None), *case.bbox)] = exported
-        inverse = list(np.argsort(axes))
-        return np.ascontiguousarray(np.transpose(full, [0, *(a + 1 for a in inverse)]))
+            return paste_into_image(probabilities, case, data.shape[1:], axes)
 
     def foreground_probability(self, image: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
         """Probability that each voxel is PVS (1 - background), float32 (X, Y, Z)."""

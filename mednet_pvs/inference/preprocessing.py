@@ -17,8 +17,8 @@ from scipy.ndimage import binary_fill_holes, map_coordinates
 from skimage.transform import resize
 
 __all__ = [
-    "CroppedCase",
     "SEPARATE_Z_ANISOTROPY_THRESHOLD",
+    "CroppedCase",
     "crop_to_nonzero",
     "normalize_zscore",
     "preprocess_case",
@@ -35,6 +35,7 @@ class CroppedCase:
     """A case after preprocessing, with what is needed to map predictions back."""
 
     data: np.ndarray  # (C, *resampled_shape) float32, normalised
+    mask: np.ndarray  # (*resampled_shape) bool, the resampled non-zero (brain) mask
     bbox: tuple[slice, slice, slice]  # crop box in the (network-ordered) input array
     cropped_shape: tuple[int, int, int]
     original_spacing: np.ndarray
@@ -66,14 +67,18 @@ def _separate_z_axis(original: np.ndarray, target: np.ndarray) -> int | None:
 
 def target_shape(shape: tuple[int, ...], spacing: np.ndarray, target_spacing: np.ndarray) -> np.ndarray:
     """nnU-Net's resampled shape: round(spacing / target * shape)."""
-    return np.round((np.asarray(spacing, float) / np.asarray(target_spacing, float)) * np.asarray(shape)).astype(int)
+    return np.round(
+        (np.asarray(spacing, float) / np.asarray(target_spacing, float)) * np.asarray(shape)
+    ).astype(int)
 
 
 def _resize_mask_labels(mask: np.ndarray, new_shape: np.ndarray, order: int) -> np.ndarray:
     """batchgenerators' ``resize_segmentation``: per-label linear resize, >= 0.5, later label wins."""
     out = np.zeros(tuple(new_shape), dtype=mask.dtype)
     for label in np.unique(mask):
-        resized = resize((mask == label).astype(float), tuple(new_shape), order, mode="edge", anti_aliasing=False)
+        resized = resize(
+            (mask == label).astype(float), tuple(new_shape), order, mode="edge", anti_aliasing=False
+        )
         out[resized >= 0.5] = label
     return out
 
@@ -120,7 +125,9 @@ def resample_to_shape(
         else:
             out = np.zeros(tuple(new_shape), dtype=dtype)
             for label in np.unique(stacked):
-                hot = np.round(map_coordinates((stacked == label).astype(float), coords, order=order_z, mode="nearest"))
+                hot = np.round(
+                    map_coordinates((stacked == label).astype(float), coords, order=order_z, mode="nearest")
+                )
                 out[hot > 0.5] = label
             channels.append(out)
     return np.stack(channels).astype(dtype)
@@ -152,8 +159,9 @@ def preprocess_case(
     axis = _separate_z_axis(spacing, target_spacing)
     resampled = resample_to_shape(cropped, new_shape, is_labels=False, order=3, separate_z_axis=axis)
     seg = resample_to_shape(seg, new_shape, is_labels=True, order=1, separate_z_axis=axis)
-    normalised = normalize_zscore(resampled, seg[-1] >= 0 if use_mask_for_norm else None)
-    return CroppedCase(normalised, bbox, tuple(cropped.shape[1:]), spacing, target_spacing)
+    mask = seg[-1] >= 0
+    normalised = normalize_zscore(resampled, mask if use_mask_for_norm else None)
+    return CroppedCase(normalised, mask, bbox, tuple(cropped.shape[1:]), spacing, target_spacing)
 
 
 def export_probabilities(probabilities: np.ndarray, case: CroppedCase) -> np.ndarray:
