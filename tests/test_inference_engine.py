@@ -1,0 +1,193 @@
+"""The inference engine: nnU-Net v1 tiling and TTA, batching, window skipping, OOM fallback, memory reuse."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mednet_pvs.errors import ModelError
+from mednet_pvs.inference.engine import InferenceSettings, Segmenter, resolve_device
+from mednet_pvs.inference.memory import reuse_freed_memory
+from mednet_pvs.inference.sliding_window import (
+    WindowPredictor,
+    gaussian_importance_map,
+    predict_sliding_window,
+    sliding_window_probabilities,
+    tile_starts,
+)
+from mednet_pvs.models.card import ModelCard
+from mednet_pvs.preproc.conform import conform
+from tests.conftest import make_phantom
+
+
+class _PositionNet(nn.Module):
+    """A small conv net that is not mirror-symmetric, so mirroring and tiling errors show."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv = nn.Conv3d(1, 2, 3, padding=1)
+        self.calls = 0
+        self.batch_sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.batch_sizes.append(x.shape[0])
+        ramp = torch.linspace(-1, 1, x.shape[2], device=x.device)[None, None, :, None, None]
+        return self.conv(x) + ramp
+
+
+def _reference_sliding_window(
+    data: np.ndarray, net: nn.Module, patch: tuple[int, ...], mirror_axes: tuple[int, ...]
+):
+    """nnU-Net v1's _internal_predict_3D_3Dconv_tiled for one network, written out plainly."""
+    weights = gaussian_importance_map(patch)
+    shape = data.shape[1:]
+    summed = np.zeros((2, *shape), np.float32)
+    counts = np.zeros(shape, np.float32)
+    dims = [a + 2 for a in mirror_axes]
+    flips = [c for r in range(len(dims) + 1) for c in itertools.combinations(dims, r)]
+    with torch.no_grad():
+        for x, y, z in itertools.product(*tile_starts(shape, patch, 0.5)):
+            box = (slice(x, x + patch[0]), slice(y, y + patch[1]), slice(z, z + patch[2]))
+            tile = torch.from_numpy(data[(slice(None), *box)][None])
+            pred = sum(torch.flip(torch.softmax(net(torch.flip(tile, f)), 1), f) for f in flips) / len(flips)
+            summed[(slice(None), *box)] += pred[0].numpy() * weights
+            counts[box] += weights
+    return summed / counts
+
+
+def test_tile_starts_follow_nnunet() -> None:
+    assert tile_starts([169, 190, 150], [128, 128, 128], 0.5) == [[0, 41], [0, 62], [0, 22]]
+    assert tile_starts([300], [128], 0.5) == [[0, 57, 115, 172]]
+    assert tile_starts([128], [128], 0.5) == [[0]]
+
+
+@pytest.mark.parametrize("mirror_axes", [(), (0, 1, 2), (1,)])
+def test_sliding_window_matches_plain_nnunet_loop(mirror_axes: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(1, 21, 18, 15)).astype(np.float32)
+    net = _PositionNet().eval()
+    expected = _reference_sliding_window(data, net, (12, 12, 12), mirror_axes)
+    for batch_size in (1, 3):
+        got = sliding_window_probabilities(
+            data,
+            WindowPredictor([net], torch.device("cpu"), batch_size=batch_size),
+            2,
+            (12, 12, 12),
+            0.5,
+            mirror_axes,
+        )
+        assert got.shape == (2, 21, 18, 15)
+        np.testing.assert_allclose(got, expected, atol=2e-6)
+    # batch_size 3 packs whole windows (all their mirrorings) and splits what exceeds it
+    assert max(net.batch_sizes) == {0: 3, 1: 2, 3: 3}[len(mirror_axes)]
+
+
+def test_folds_are_averaged_as_probabilities() -> None:
+    data = np.random.default_rng(1).normal(size=(1, 14, 14, 14)).astype(np.float32)
+    nets = [_PositionNet().eval(), nn.Sequential(nn.Conv3d(1, 2, 1)).eval()]
+    per_fold = predict_sliding_window(data, nets, 2, (12, 12, 12), 0.5, (0,))
+    assert per_fold.shape == (2, 2, 14, 14, 14)
+    mean = sliding_window_probabilities(
+        data, WindowPredictor(nets, torch.device("cpu")), 2, (12, 12, 12), 0.5, (0,)
+    )
+    np.testing.assert_allclose(mean, per_fold.mean(0), atol=1e-6)
+
+
+def test_windows_without_brain_are_skipped() -> None:
+    data = np.zeros((1, 30, 12, 12), np.float32)
+    mask = np.zeros((30, 12, 12), bool)
+    mask[:5] = True
+    data[0][mask] = 1.0
+    net = _PositionNet().eval()
+    got = sliding_window_probabilities(
+        data, WindowPredictor([net], torch.device("cpu")), 2, (12, 12, 12), 0.5, (), mask=mask
+    )
+    full = sliding_window_probabilities(
+        data, WindowPredictor([net], torch.device("cpu")), 2, (12, 12, 12), 0.5, ()
+    )
+    assert tile_starts([30], [12], 0.5) == [[0, 6, 12, 18]]
+    assert net.calls == 1 + 4  # only the window starting at 0 holds brain voxels
+    np.testing.assert_allclose(got[:, :5], full[:, :5], atol=1e-6)  # the brain is unchanged
+    assert np.all(got[0, 12:] == 1.0) and np.all(full[0, 12:] < 1.0)  # not covered by a computed window
+
+
+def test_out_of_memory_halves_the_batch_then_moves_to_cpu(caplog: pytest.LogCaptureFixture) -> None:
+    class _OutOfMemoryOffCpu(_PositionNet):
+        """Stands for a network on a GPU that is full: its weights stay on the CPU ('meta' plays the GPU)."""
+
+        def to(self, *args: object, **kwargs: object) -> nn.Module:
+            return self
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.device.type != "cpu":
+                raise torch.cuda.OutOfMemoryError("simulated")
+            return super().forward(x)
+
+    net = _OutOfMemoryOffCpu().eval()
+    data = np.random.default_rng(2).normal(size=(1, 12, 12, 12)).astype(np.float32)
+    predictor = WindowPredictor([net], torch.device("meta"), batch_size=2)
+    with caplog.at_level(logging.WARNING):
+        got = sliding_window_probabilities(data, predictor, 2, (12, 12, 12), 0.5, (0,))
+    assert predictor.device == torch.device("cpu") and predictor.batch_size == 1
+    assert "retrying with batch size 1" in caplog.text and "continuing on the CPU" in caplog.text
+    np.testing.assert_allclose(got, _reference_sliding_window(data, net, (12, 12, 12), (0,)), atol=2e-6)
+
+
+def test_memory_reuse_changes_nothing(tiny_model: Path) -> None:
+    card = ModelCard.load(tiny_model)
+    image = np.asarray(make_phantom().dataobj, np.float32)
+    outputs = []
+    for reuse in (False, True):
+        settings = InferenceSettings(device="cpu", tta=False, folds=[0], progress=False, reuse_memory=reuse)
+        outputs.append(Segmenter(tiny_model, card, settings).predict(image, (1.0, 1.0, 1.0)))
+    with reuse_freed_memory(), reuse_freed_memory():  # nested use restores the defaults once, at the end
+        outputs.append(Segmenter(tiny_model, card, settings).predict(image, (1.0, 1.0, 1.0)))
+    assert np.array_equal(outputs[0], outputs[1]) and np.array_equal(outputs[1], outputs[2])
+
+
+@pytest.mark.parametrize("axcodes", [("R", "A", "S"), ("L", "P", "S"), ("P", "I", "R")])
+def test_segmenter_runs_on_conformed_images_of_any_orientation(
+    tiny_model: Path, axcodes: tuple[str, ...]
+) -> None:
+    from nibabel.orientations import axcodes2ornt, inv_ornt_aff, ornt_transform
+
+    ras = make_phantom(shape=(40, 44, 36))
+    transform = ornt_transform(axcodes2ornt(("R", "A", "S")), axcodes2ornt(axcodes))
+    data = nib.orientations.apply_orientation(np.asarray(ras.dataobj), transform)
+    native = nib.Nifti1Image(data, ras.affine @ inv_ornt_aff(transform, ras.shape))
+    assert nib.aff2axcodes(native.affine) == axcodes
+    conformed = conform(native)
+    card = ModelCard.load(tiny_model)
+    segmenter = Segmenter(
+        tiny_model, card, InferenceSettings(device="cpu", tta=False, folds=[0], progress=False)
+    )
+    probabilities = segmenter.predict(np.asarray(conformed.dataobj), conformed.header.get_zooms()[:3])
+    assert probabilities.shape == (2, 40, 44, 36) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(0), 1.0, atol=1e-5)
+    outside = np.asarray(conformed.dataobj) == 0
+    outside[1:-1, 1:-1, 1:-1] = False  # the border rows lie outside the brain's bounding box
+    assert np.all(probabilities[0][outside] == 1.0)
+    foreground = segmenter.foreground_probability(
+        np.asarray(conformed.dataobj), conformed.header.get_zooms()[:3]
+    )
+    np.testing.assert_allclose(foreground, 1.0 - probabilities[0], atol=1e-6)
+
+
+def test_settings_are_checked(tiny_model: Path) -> None:
+    card = ModelCard.load(tiny_model)
+    with pytest.raises(ModelError, match=r"folds \[5\] requested but the model has folds \[0, 1\]"):
+        Segmenter(tiny_model, card, InferenceSettings(device="cpu", folds=[5]))
+    with pytest.raises(ModelError, match="is not a device"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="no CUDA GPU is available"):
+            resolve_device("cuda")
