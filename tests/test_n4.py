@@ -16,7 +16,7 @@ SHAPE = (48, 56, 40)
 
 
 def smooth_bias(shape: tuple[int, int, int]) -> np.ndarray:
-    """A smooth multiplicative field of about +-40 %, like a strong receive-coil bias."""
+    """A smooth multiplicative field (0.71 to 1.41 inside the phantom), like a strong coil bias."""
     x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
     return np.exp(0.35 * x + 0.2 * y**2 - 0.15 * z).astype(np.float32)
 

@@ -15,11 +15,11 @@ Methods (``method=``):
     voxels, and (3) deepbet's brain covers at least :data:`MIN_DEEPBET_COVERAGE` of that filled
     component. Check (3) keeps whole-head images with a zeroed background on deepbet (the 1.6 mm
     head of the shared data passes (1) and (2); deepbet's brain covers 35 % of its non-zero
-    region, against 90-97 % on the brain-extracted scans).
+    region, against 89-99.6 % on the brain-extracted scans measured).
 
-Template registration of the nilearn MNI template (antspyx affine or SyN) was measured as well and
-not kept: slower, less exact on T1w, and unstable on coarse grids (docs/preprocessing.md,
-benchmarks/skullstrip_compare.py).
+Registering the nilearn MNI template with antspyx (affine or SyN) was measured as well and not
+kept: 4-20x slower, it cut off the vertex of the whole head, and its affine results changed from
+run to run (docs/preprocessing.md, benchmarks/skullstrip_compare.py).
 
 Every mask must have a plausible volume (:data:`BRAIN_VOLUME_RANGE_ML`), else
 :class:`SkullStripError` is raised. Masks are computed in the closest-RAS+ voxel order and returned
