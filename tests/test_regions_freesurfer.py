@@ -13,6 +13,7 @@ from mednet_pvs.preproc.conform import conform
 from mednet_pvs.regions.freesurfer import (
     find_label_file,
     pvs_regions_from_freesurfer,
+    pvs_regions_on_grid,
     read_label_file,
     regions_from_labels_file,
 )
@@ -50,6 +51,16 @@ def test_regions_follow_scanner_coordinates_onto_another_grid(aseg_file: Path) -
         xyz = affine @ [*ijk, 1]
         source = np.rint(np.linalg.solve(AFFINE, xyz)[:3]).astype(int)
         assert data[tuple(ijk)] == expected[tuple(source)]
+
+
+def test_regions_on_a_non_ras_grid_match_the_ras_mapping(aseg_file: Path) -> None:
+    lia = nib.load(aseg_file)
+    regions = pvs_regions_on_grid(np.asarray(lia.dataobj), lia.affine)
+    assert regions.shape == lia.shape and regions.dtype == np.uint8
+    back_to_ras = nib.as_closest_canonical(nib.Nifti1Image(regions, lia.affine))
+    np.testing.assert_allclose(back_to_ras.affine, AFFINE)
+    expected = pvs_regions_from_freesurfer(synthetic_aseg(), AFFINE)
+    np.testing.assert_array_equal(np.asarray(back_to_ras.dataobj), expected)
 
 
 def test_brain_mask_clips_and_fills_regions(aseg_file: Path) -> None:

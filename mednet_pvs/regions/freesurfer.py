@@ -19,6 +19,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 from nibabel.processing import resample_from_to
 
 from mednet_pvs.errors import InputImageError
@@ -38,12 +39,14 @@ __all__ = [
     "find_label_file",
     "freesurfer_tissue_masks",
     "pvs_regions_from_freesurfer",
+    "pvs_regions_on_grid",
     "read_label_file",
     "regions_from_labels_file",
 ]
 
 LOGGER = logging.getLogger(__name__)
 
+_RAS = axcodes2ornt("RAS")
 #: Height of the midbrain above the pontomesencephalic junction (~2 cm in adults).
 MIDBRAIN_HEIGHT_MM = 20.0
 
@@ -157,6 +160,24 @@ def _midbrain(labels: np.ndarray, affine: np.ndarray) -> np.ndarray:
     z = world_coordinate(labels.shape, affine, 2)
     top = float(z[brainstem].max())
     return brainstem & (z > top - MIDBRAIN_HEIGHT_MM)
+
+
+def pvs_regions_on_grid(labels: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """:func:`pvs_regions_from_freesurfer` for labels on any grid, returned in that grid's voxel order.
+
+    The rules need a closest-RAS+ voxel order (axial slices ``[:, :, k]``), so the labels are
+    reoriented (no resampling), cropped to their bounding box for speed, mapped and put back.
+    """
+    labels = np.asarray(labels)
+    native = io_orientation(affine)
+    ras = nib.Nifti1Image(labels, affine).as_reoriented(ornt_transform(native, _RAS))
+    ras_labels = np.asarray(ras.dataobj)
+    regions = np.zeros(ras_labels.shape, np.uint8)
+    if ras_labels.any():
+        box = bounding_box(ras_labels > 0, 1)
+        cropped = ras.slicer[box]
+        regions[box] = pvs_regions_from_freesurfer(np.asarray(cropped.dataobj), cropped.affine)
+    return apply_orientation(regions, ornt_transform(_RAS, native))
 
 
 def find_label_file(source: str | Path, participant_label: str, session_label: str | None = None) -> Path:
@@ -275,15 +296,12 @@ def regions_from_labels_file(
 ) -> nib.Nifti1Image:
     """PVS regions from a FreeSurfer/SynthSeg label file, on the grid of ``reference`` (uint8).
 
-    The labels are mapped on their own grid (reoriented to RAS+, as the rules need) and then
-    resampled to ``reference`` by scanner coordinates with nearest neighbour. With ``brain_mask``
-    (on the reference grid), regions outside it are cleared and its unlabelled voxels become 'other'.
+    The labels are mapped on their own grid (:func:`pvs_regions_on_grid`) and then resampled to
+    ``reference`` by scanner coordinates with nearest neighbour. With ``brain_mask`` (on the
+    reference grid), regions outside it are cleared and its unlabelled voxels become 'other'.
     """
-    labels_img = nib.as_closest_canonical(read_label_file(path))
-    # Conformed FreeSurfer volumes are mostly background: map only the labelled box (1 voxel margin).
-    labels_img = labels_img.slicer[bounding_box(np.asarray(labels_img.dataobj) > 0, 1)]
-    labels = np.asarray(labels_img.dataobj)
-    regions = pvs_regions_from_freesurfer(labels, labels_img.affine)
+    labels_img = read_label_file(path)
+    regions = pvs_regions_on_grid(np.asarray(labels_img.dataobj), labels_img.affine)
     regions_img = nib.Nifti1Image(regions, labels_img.affine)
     resampled = resample_from_to(regions_img, (reference.shape[:3], reference.affine), order=0, cval=0)
     out = np.asarray(resampled.dataobj).astype(np.uint8)
