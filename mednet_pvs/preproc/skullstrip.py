@@ -171,8 +171,18 @@ def deepbet_brain_mask(
 
 
 def _check_volume(mask: np.ndarray, voxel_ml: float, name: str, method: str) -> float:
+    """The mask's volume (mL); implausible volumes are errors.
+
+    A 'nonzero' mask is the user's own brain extraction: a small one (a child, a cropped field of
+    view, an animal) is only a warning; a large one is still an error, since it is most likely a head.
+    """
     volume = float(mask.sum()) * voxel_ml
     low, high = BRAIN_VOLUME_RANGE_ML
+    if method == "nonzero" and volume < low:
+        LOGGER.warning(
+            "%s: the given brain has only %.0f mL (expected %.0f-%.0f mL)", name, volume, low, high
+        )
+        return volume
     if not low <= volume <= high:
         raise SkullStripError(
             f"{name}: the {method} brain mask has {volume:.0f} mL, "
