@@ -146,6 +146,8 @@ def run_participant_level(config: Config) -> int:
     config.nprocs = config.nprocs or _cpu_count()
     config.omp_nthreads = config.omp_nthreads or min(config.nprocs, 8)
     config.mem_gb = config.mem_gb or _available_memory_gb()
+    # ITK reads its thread count once, when antspyx is first imported (in the workers)
+    os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", str(config.omp_nthreads))
     _check_output_dir(config)
     if config.reports_only:
         return run_participants(config, reports_only=True)

@@ -22,6 +22,7 @@ def set_threads(threads: int) -> None:
 
 class _N4InputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="conformed image")
+    source_name = traits.Str(desc="the raw file's name, for error messages")
     threads = traits.Int(0, usedefault=True, desc="ITK threads (0: default)")
 
 
@@ -39,7 +40,7 @@ class N4BiasCorrection(SimpleInterface):
         from mednet_pvs.preproc.n4 import n4_bias_correct
 
         set_threads(self.inputs.threads)
-        corrected = n4_bias_correct(nib.load(self.inputs.in_file), source=self.inputs.in_file)
+        corrected = n4_bias_correct(nib.load(self.inputs.in_file), source=self.inputs.source_name or None)
         self._results["out_file"] = node_file(runtime, "n4.nii")
         corrected.to_filename(self._results["out_file"])
         return runtime
@@ -48,7 +49,8 @@ class N4BiasCorrection(SimpleInterface):
 class _SkullStripInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="conformed (bias-corrected) image")
     contrast = traits.Str(mandatory=True, desc="T1w, T2w or FLAIR")
-    method = traits.Str("auto", usedefault=True, desc="auto, deepbet, template or nonzero")
+    method = traits.Str("auto", usedefault=True, desc="auto, deepbet or nonzero")
+    source_name = traits.Str(desc="the raw file's name, for error messages")
     threads = traits.Int(0, usedefault=True, desc="CPU threads (0: default)")
 
 
@@ -74,7 +76,7 @@ class SkullStrip(SimpleInterface):
             self.inputs.contrast,
             method=self.inputs.method,
             threads=self.inputs.threads or None,
-            source=self.inputs.in_file,
+            source=self.inputs.source_name or None,
         )
         mask = np.asarray(extraction.mask.dataobj) > 0
         brain = np.where(mask, np.asarray(img.dataobj, dtype=np.float32), np.float32(0))

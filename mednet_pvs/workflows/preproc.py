@@ -37,6 +37,7 @@ def init_anat_preproc_wf(config: Config, contrast: str, name: str = "anat_prepro
     )
     workflow.connect([
         (inputnode, conform, [("in_file", "in_file")]),
+        (inputnode, skullstrip, [("in_file", "source_name")]),
         (conform, outputnode, [("out_file", "conformed")]),
         (skullstrip, outputnode, [("out_mask", "brain_mask"), ("out_file", "brain"),
                                   ("info", "skullstrip_info")]),
@@ -49,6 +50,7 @@ def init_anat_preproc_wf(config: Config, contrast: str, name: str = "anat_prepro
     )
     workflow.connect([
         (conform, n4, [("out_file", "in_file")]),
+        (inputnode, n4, [("in_file", "source_name")]),
         (n4, skullstrip, [("out_file", "in_file")]),
     ])  # fmt: skip
     return workflow
