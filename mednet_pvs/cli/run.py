@@ -18,6 +18,7 @@ from mednet_pvs.cli.parser import build_parser
 from mednet_pvs.config import Config
 from mednet_pvs.errors import MednetPVSError, UsageError
 from mednet_pvs.utils.environment import ensure_matplotlib_config_dir
+from mednet_pvs.utils.resources import available_memory_gb, usable_cpus
 
 __all__ = ["main"]
 
@@ -92,24 +93,6 @@ def run_bids_validator(bids_dir: Path) -> None:
     LOGGER.info("BIDS validation with %s passed (%.1f s)", name, elapsed)
 
 
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def _available_memory_gb() -> float:
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1e6
-    except OSError:
-        pass
-    return 8.0
-
-
 def _prepare_work_dir(config: Config) -> None:
     work = config.work_dir
     assert work is not None
@@ -143,9 +126,9 @@ def run_participant_level(config: Config) -> int:
 
     if config.omp_nthreads and config.nprocs and config.omp_nthreads > config.nprocs:
         raise UsageError(f"--omp-nthreads {config.omp_nthreads} exceeds --nprocs {config.nprocs}")
-    config.nprocs = config.nprocs or _cpu_count()
+    config.nprocs = config.nprocs or usable_cpus()
     config.omp_nthreads = config.omp_nthreads or min(config.nprocs, 8)
-    config.mem_gb = config.mem_gb or _available_memory_gb()
+    config.mem_gb = config.mem_gb or available_memory_gb()
     # ITK reads its thread count once, when antspyx is first imported (in the workers)
     os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", str(config.omp_nthreads))
     _check_output_dir(config)
