@@ -12,6 +12,7 @@ from mednet_pvs.errors import InputImageError
 from mednet_pvs.preproc.conform import conform
 from mednet_pvs.regions.freesurfer import (
     find_label_file,
+    label_regions_qc,
     pvs_regions_from_freesurfer,
     pvs_regions_on_grid,
     read_label_file,
@@ -71,6 +72,19 @@ def test_brain_mask_clips_and_fills_regions(aseg_file: Path) -> None:
     assert not out[mask == 0].any()
     assert out[mask == 1].all()
     assert out[6, 6, 6] == INDEX["other"]  # outside the labels, inside the mask
+
+
+def test_label_regions_qc_flags_labels_from_another_scan(aseg_file: Path, caplog) -> None:
+    reference = nib.Nifti1Image(np.zeros(synthetic_aseg().shape, np.float32), AFFINE)
+    regions = np.asarray(regions_from_labels_file(aseg_file, reference).dataobj)
+    own = regions > 0
+    assert label_regions_qc(regions, own) == {"brain_mask_dice": 1.0, "label_coverage": 1.0, "passed": True}
+    shifted = np.roll(own, 12, axis=1)  # a brain mask 12 mm away: labels of another scan
+    qc = label_regions_qc(regions, shifted)
+    assert qc["brain_mask_dice"] < 0.8 and not qc["passed"]
+    with caplog.at_level("WARNING"):
+        regions_from_labels_file(aseg_file, reference, nib.Nifti1Image(shifted.astype(np.uint8), AFFINE))
+    assert "overlap the brain mask poorly" in caplog.text
 
 
 def test_read_label_file_returns_integer_labels(aseg_file: Path) -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "MIDBRAIN_HEIGHT_MM",
     "find_label_file",
     "freesurfer_tissue_masks",
+    "label_regions_qc",
     "pvs_regions_from_freesurfer",
     "pvs_regions_on_grid",
     "read_label_file",
@@ -87,6 +88,10 @@ _KNOWN_RANGES = ((0, 255), (1000, 2999), (3000, 4999), (5001, 5002), (11100, 129
 _MAX_UNKNOWN_FRACTION = 0.01
 #: Smallest share of labelled voxels that white matter must take (adults: ~35-40 %).
 _MIN_WM_FRACTION = 0.15
+
+#: Labels whose brain overlaps the analysed brain mask less than this (Dice) probably belong to
+#: another scan or session, or the mask failed.
+QC_MIN_LABEL_DICE = 0.8
 
 #: Label files searched in a FreeSurfer subject's ``mri`` folder, best first.
 FREESURFER_FILES = ("aparc+aseg.mgz", "aseg.mgz", "aparc.DKTatlas+aseg.mgz", "aparc.a2009s+aseg.mgz")
@@ -306,7 +311,15 @@ def regions_from_labels_file(
     resampled = resample_from_to(regions_img, (reference.shape[:3], reference.affine), order=0, cval=0)
     out = np.asarray(resampled.dataobj).astype(np.uint8)
     if brain_mask is not None:
-        out = fit_to_brain_mask(out, np.asarray(brain_mask.dataobj) > 0)
+        brain = np.asarray(brain_mask.dataobj) > 0
+        qc = label_regions_qc(out, brain)
+        if not qc["passed"]:
+            LOGGER.warning(
+                "%s: the labels overlap the brain mask poorly (Dice %.2f); are they from this scan?",
+                path,
+                qc["brain_mask_dice"],
+            )
+        out = fit_to_brain_mask(out, brain)
     if not out.any():
         raise InputImageError(
             path, "labels do not overlap the image being analysed (different scanner space?)"
@@ -315,3 +328,22 @@ def regions_from_labels_file(
     img.set_data_dtype(np.uint8)
     img.header.set_xyzt_units("mm", "sec")
     return img
+
+
+def label_regions_qc(regions: np.ndarray, brain: np.ndarray) -> dict[str, float | bool]:
+    """Agreement of label-file regions (before :func:`fit_to_brain_mask`) with the analysed brain mask.
+
+    ``brain_mask_dice``: Dice of the labelled voxels with the mask (low when the labels belong to
+    another scan or session, or the mask failed); ``label_coverage``: share of mask voxels that
+    carry a label; ``passed``: Dice >= ``QC_MIN_LABEL_DICE``.
+    """
+    labelled = np.asarray(regions) > 0
+    brain = np.asarray(brain, dtype=bool)
+    total = int(labelled.sum()) + int(brain.sum())
+    dice = 2.0 * int((labelled & brain).sum()) / total if total else 0.0
+    coverage = float(labelled[brain].mean()) if brain.any() else 0.0
+    return {
+        "brain_mask_dice": round(dice, 4),
+        "label_coverage": round(coverage, 4),
+        "passed": bool(dice >= QC_MIN_LABEL_DICE),
+    }
