@@ -29,7 +29,7 @@ def test_import_list_info_verify_remove(home: Path, capsys: pytest.CaptureFixtur
     capsys.readouterr()
     assert main(["list"]) == 0
     listing = capsys.readouterr().out
-    assert "pingu-tiny" in listing and "generic_unet" in listing and "T1w" in listing
+    assert "pingu-tiny" in listing and "nnU-Net UNet" in listing and "T1w" in listing
 
     assert main(["info", "pingu-tiny"]) == 0
     info = capsys.readouterr().out

@@ -91,6 +91,8 @@ def _summary(model: ResolvedModel) -> str:
     family = arch.get("family", "?")
     if family == "mednext":
         family = f"MedNeXt-{arch.get('size', '?')}-k{arch.get('kernel_size', '?')}"
+    elif family == "generic_unet":
+        family = "nnU-Net UNet"
     folds = ",".join(str(k) for k in card.folds)
     contrasts = "/".join(card.contrasts)
     return f"{card.name:40s} {model.origin:8s} {family:18s} {contrasts:10s} folds {folds:10s} {model.path}"
