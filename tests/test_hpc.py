@@ -18,6 +18,9 @@ import pytest
 
 from mednet_pvs.bids import build_layout
 from mednet_pvs.errors import UsageError
+from mednet_pvs.inference.footprint import segmentation_memory_gb
+from mednet_pvs.models.card import ModelCard
+from mednet_pvs.models.mednext import mednext_architecture
 from tests.bids_factory import make_bids, write_image
 from tests.conftest import make_phantom
 
@@ -280,6 +283,19 @@ def test_segmentation_node_is_a_gpu_node_on_cuda(tmp_path, tiny_model, use_gpu):
     node = workflow.get_node("mednext")
     assert node.is_gpu_node() is use_gpu
     assert node.n_procs == (1 if use_gpu else 3)
+    card = ModelCard.load(tiny_model)
+    assert node.mem_gb == segmentation_memory_gb(card.architecture, card.patch_size, use_gpu) >= 2.0
+
+
+def test_memory_estimate_covers_the_measured_peak():
+    small = mednext_architecture("S", 3, init_filters=32)
+    large = mednext_architecture("L", 5, init_filters=32)
+    cpu_128 = segmentation_memory_gb(small, (128, 128, 128), on_gpu=False)
+    assert 7.07 <= cpu_128 <= 10.0  # measured CPU peak of this model (docs/hpc.md), without waste
+    assert segmentation_memory_gb(small, (64, 64, 64), on_gpu=False) < cpu_128
+    assert segmentation_memory_gb(mednext_architecture("S", 3, init_filters=16), (128,) * 3, False) < cpu_128
+    assert segmentation_memory_gb(large, (128, 128, 128), on_gpu=False) > cpu_128
+    assert segmentation_memory_gb(large, (128, 128, 128), on_gpu=True) < cpu_128
 
 
 # ----------------------------------------------------------------------------- SLURM recipe

@@ -8,7 +8,9 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from mednet_pvs.config import Config
+from mednet_pvs.inference.footprint import segmentation_memory_gb
 from mednet_pvs.interfaces.segmentation import FrangiSegmentation, ModelSegmentation
+from mednet_pvs.models.card import ModelCard
 
 __all__ = ["init_segmentation_wf"]
 
@@ -31,6 +33,7 @@ def init_segmentation_wf(
                                   ("regions", "regions")]),
         ])  # fmt: skip
     else:
+        card = ModelCard.load(model_dir)
         segment = pe.Node(
             ModelSegmentation(
                 model_dir=str(model_dir),
@@ -42,7 +45,7 @@ def init_segmentation_wf(
             ),
             name="mednext",
             n_procs=1 if use_gpu else config.omp_nthreads,
-            mem_gb=4.0,
+            mem_gb=segmentation_memory_gb(card.architecture, card.patch_size, use_gpu),
         )
         workflow.connect(inputnode, "brain", segment, "in_file")
     workflow.connect([(segment, outputnode, [("out_file", "probseg"), ("model_info", "model_info")])])
