@@ -35,7 +35,7 @@ def setup_logging(verbosity: int) -> None:
         level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     logging.getLogger("nipype").setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
-    for noisy in ("bids", "matplotlib", "PIL", "numexpr"):
+    for noisy in ("bids", "bidsschematools", "matplotlib", "PIL", "numexpr"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
