@@ -159,3 +159,18 @@ def test_midbrain_is_the_top_of_the_brainstem(regions: np.ndarray) -> None:
     assert midbrain_k.max() == top_k
     assert midbrain_k.min() == top_k - int(MIDBRAIN_HEIGHT_MM) + 1
     assert (regions[:, :, : midbrain_k.min()][brainstem[:, :, : midbrain_k.min()]] == INDEX["other"]).all()
+
+
+def test_lookup_table_and_sidecar_describe_every_extra_column(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from mednet_pvs.regions.lut import write_lookup_table
+
+    tsv, sidecar = write_lookup_table(tmp_path)
+    assert (tsv.name, sidecar.name) == ("seg-pvsregions_dseg.tsv", "seg-pvsregions_dseg.json")
+    table = pd.read_csv(tsv, sep="\t", keep_default_na=False)
+    assert list(table["index"]) == [0, *(r.index for r in REGIONS)]
+    extra = set(table.columns) - {"index", "name", "color"}  # the columns BIDS defines for dseg.tsv
+    assert extra and extra <= set(json.loads(sidecar.read_text()))

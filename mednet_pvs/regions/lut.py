@@ -8,10 +8,22 @@ generated from this module, so this is the single source of truth.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["GROUPS", "REGIONS", "REGION_SET", "Region", "lookup_table", "region_by_index", "structures"]
+from mednet_pvs.utils.atomic import write_json, write_tsv
+
+__all__ = [
+    "GROUPS",
+    "REGIONS",
+    "REGION_SET",
+    "Region",
+    "lookup_table",
+    "region_by_index",
+    "structures",
+    "write_lookup_table",
+]
 
 #: Name of the label set, used in output names: ``_seg-pvsregions_dseg.nii.gz``.
 REGION_SET = "pvsregions"
@@ -76,3 +88,17 @@ def lookup_table() -> pd.DataFrame:
         for r in REGIONS
     ]
     return pd.DataFrame(rows)
+
+
+def write_lookup_table(folder: str | Path) -> list[Path]:
+    """Write ``seg-<REGION_SET>_dseg.tsv`` and its JSON sidecar (every non-standard column described)."""
+    stem = Path(folder) / f"seg-{REGION_SET}_dseg"
+    sidecar = {
+        "Description": "PVS regions of mednet-pvs (mednet_pvs/regions/lut.py; docs/regions.md).",
+        "structure": {"Description": "Anatomical structure of the label (left and right parts share it)."},
+        "hemisphere": {"Description": "left, right, bilateral, or n/a for the background."},
+    }
+    return [
+        write_tsv(stem.with_suffix(".tsv"), lookup_table()),
+        write_json(stem.with_suffix(".json"), sidecar),
+    ]

@@ -29,7 +29,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from mednet_pvs import __version__
-from mednet_pvs.regions.lut import lookup_table
+from mednet_pvs.regions.lut import write_lookup_table
 from mednet_pvs.synth.config import SynthConfig
 from mednet_pvs.synth.generator import DISTRACTOR_LABELS, Phantom, generate_subject, subject_seed
 from mednet_pvs.utils.atomic import save_nifti, write_json, write_text, write_tsv
@@ -210,15 +210,7 @@ def _dataset_files(out_dir: Path, config: SynthConfig, contrasts: Sequence[str],
         "tables of every drawn PVS and distractor.\n",
     )
     write_text(truth / ".bidsignore", "*_morph.tsv\n*_morph.json\n")
-    write_tsv(truth / "seg-pvsregions_dseg.tsv", lookup_table())
-    write_json(
-        truth / "seg-pvsregions_dseg.json",
-        {
-            "Description": "PVS regions (mednet_pvs.regions.lut).",
-            "structure": {"Description": "Anatomical structure of the label."},
-            "hemisphere": {"Description": "left, right or bilateral."},
-        },
-    )
+    write_lookup_table(truth)
     write_tsv(
         truth / "desc-distractors_dseg.tsv",
         pd.DataFrame({"index": list(DISTRACTOR_LABELS), "name": list(DISTRACTOR_LABELS.values())}),
