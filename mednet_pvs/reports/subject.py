@@ -200,8 +200,9 @@ def _input_table(section: _ImageSection, grid: Mapping[str, Any], output_dir: Pa
         "model contrasts": ", ".join(map(str, facts["model_contrasts"]))
         if facts.get("model_contrasts")
         else None,
-        "device": facts.get("device"),
-        "test-time augmentation": facts.get("tta"),
+        # device and TTA are settings of a network; the Frangi filter has neither
+        "device": facts.get("device") if facts.get("method") != "frangi" else None,
+        "test-time augmentation": facts.get("tta") if facts.get("method") != "frangi" else None,
         "folds": ", ".join(map(str, facts["folds"]))
         if isinstance(facts.get("folds"), list)
         else facts.get("folds"),
