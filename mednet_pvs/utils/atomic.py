@@ -3,14 +3,22 @@
 A reader (or a rerun after a killed job) therefore sees either the previous complete file or the
 new complete file, never a half-written one. ``os.replace`` is atomic on POSIX file systems when
 source and destination are in the same folder, which is why the temporary file lives there.
+
+Temporary names record their writer (``.<name>.<host>-<pid>.<random>.tmp<ext>``), so that
+:func:`remove_stale_temporaries` can delete those a killed process left behind without touching
+the ones a live process is still writing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,13 +26,20 @@ from typing import Any
 __all__ = [
     "atomic_path",
     "create_once",
+    "remove_stale_temporaries",
     "save_nifti",
     "write_json",
     "write_text",
     "write_tsv",
 ]
 
+LOGGER = logging.getLogger(__name__)
+
 _DOUBLE_EXTENSIONS = (".nii.gz", ".tar.gz")
+#: ``.<final name>.<host>-<pid>.<mkstemp's random part>.tmp[<extension>]``
+_TEMPORARY_NAME = re.compile(r"^\.(?P<final>.+)\.(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)\.\w+\.tmp[.\w]*$")
+#: A temporary nobody has modified for this long is stale whoever wrote it (other hosts, old names).
+STALE_AFTER_S = 24 * 3600.0
 
 
 def _extension(name: str) -> str:
@@ -38,6 +53,58 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "_", socket.gethostname()) or "host"
+
+
+def _temporary(final: Path, suffix: str) -> Path:
+    """Create an empty private temporary file beside ``final`` whose name says who writes it."""
+    fd, name = tempfile.mkstemp(
+        prefix=f".{final.name}.{_host()}-{os.getpid()}.", suffix=suffix, dir=final.parent
+    )
+    os.close(fd)
+    return Path(name)
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], recursive: bool = True) -> list[Path]:
+    """Delete temporary files of :func:`atomic_path`/:func:`create_once` whose writer is gone.
+
+    A temporary is stale when it was written on this host by a process that no longer runs (a
+    killed job), or when it has not been modified for :data:`STALE_AFTER_S` (another host's job,
+    or a name without a writer). Temporaries of running processes are kept. Returns what was removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    host, now, removed = _host(), time.time(), []
+    for path in folder.glob("**/.*.tmp*" if recursive else ".*.tmp*"):
+        match = _TEMPORARY_NAME.match(path.name)
+        try:
+            if not path.is_file() or path.is_symlink():
+                continue
+            stale = now - path.stat().st_mtime > STALE_AFTER_S
+            if match and match["host"] == host:
+                stale = stale or not _pid_running(int(match["pid"]))
+            if stale:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:  # removed meanwhile (renamed into place by its writer)
+            continue
+    if removed:
+        LOGGER.info("removed %d stale temporary file(s) of killed runs under %s", len(removed), folder)
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -55,15 +122,15 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
 
     The temporary name keeps the extension (libraries such as nibabel pick the format from it) and
     starts with a dot, so BIDS tools ignore it. On any exception the temporary file is removed and
-    ``final`` is untouched.
+    ``final`` is untouched; an ``OSError`` without a file name (a full disk while writing) is given
+    ``final``'s name, so that the message says which output could not be written.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{final.name}.", suffix=f".tmp{_extension(final.name)}", dir=final.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temporary(final, f".tmp{_extension(final.name)}")
+    except OSError as exc:
+        raise _with_file_name(exc, final) from exc
     try:
         # mkstemp creates 0600 files; outputs get the permissions a plain open() would give
         os.chmod(tmp, 0o666 & ~_umask())
@@ -72,9 +139,18 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
             os.fsync(handle.fileno())
         os.replace(tmp, final)
         _fsync_dir(final.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _with_file_name(exc, final) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _with_file_name(exc: OSError, final: Path) -> OSError:
+    if exc.filename is not None or exc.errno is None:
+        return exc
+    return OSError(exc.errno, exc.strerror, str(final))
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
@@ -116,19 +192,23 @@ def create_once(path: str | os.PathLike[str], text: str) -> bool:
     file. Returns True when this call created the file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp_name, 0o666 & ~_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temporary(path, ".tmp")
+    except OSError as exc:
+        raise _with_file_name(exc, path) from exc
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
+        with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        try:
-            os.link(tmp_name, path)
-        except FileExistsError:
-            return False
-        _fsync_dir(path.parent)
-        return True
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise _with_file_name(exc, path) from exc
     finally:
-        Path(tmp_name).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return True
