@@ -7,6 +7,7 @@ float32, so the way back to the native grid is exact: no interpolation, no shift
 from __future__ import annotations
 
 import logging
+import os
 import zlib
 from pathlib import Path
 
@@ -28,19 +29,28 @@ LOGGER = logging.getLogger(__name__)
 _RAS = axcodes2ornt("RAS")
 #: sform and qform are reported as disagreeing above this distance (mm) at the grid corners.
 _SFORM_QFORM_TOLERANCE_MM = 1e-3
+#: Larger intensities are scaled down: float32 sums of squares of ~1e7 voxels overflow above ~5e15.
+_MAX_SAFE_INTENSITY = 1e12
 
 
 def load_anatomical(path: str | Path) -> nib.Nifti1Image:
     """Load one 3-D anatomical image, refusing anything a segmentation cannot use.
 
     Returns a float32 image with the file's own affine. A trailing singleton 4th dimension is
-    dropped; non-finite voxels are set to 0 with a warning. Raises :class:`InputImageError` with the
-    file name and the reason for missing, empty, truncated or non-NIfTI files, 2-D or 4-D images,
-    invalid affines, and images without contrast.
+    dropped; non-finite voxels are set to 0 and intensities beyond 1e12 scaled down by a power of
+    two, each with a warning. Raises :class:`InputImageError` with the file name and the reason for
+    missing (or un-fetched DataLad/git-annex), empty, truncated or non-NIfTI files, 2-D or 4-D
+    images, invalid affines, and images without contrast.
     """
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise InputImageError(
+            path,
+            f"is a symbolic link to {os.readlink(path)}, which does not exist: in a DataLad/git-annex "
+            "dataset the file content has not been fetched yet (run `datalad get` or `git annex get` on it)",
+        )
     if not path.exists():
-        raise InputImageError(path, "file does not exist (a broken symbolic link?)")
+        raise InputImageError(path, "file does not exist")
     if path.is_dir():
         raise InputImageError(path, "is a folder, not an image file")
     if path.stat().st_size == 0:
@@ -88,6 +98,7 @@ def load_anatomical(path: str | Path) -> nib.Nifti1Image:
         raise InputImageError(
             path, f"has constant intensity ({float(data.min())}); there is nothing to segment"
         )
+    data = _safe_intensity_range(data, path)
 
     header = nib.Nifti1Header()
     header.set_data_dtype(np.float32)
@@ -96,6 +107,26 @@ def load_anatomical(path: str | Path) -> nib.Nifti1Image:
     out.set_qform(affine, code=1)
     out.set_sform(affine, code=1)
     return out
+
+
+def _safe_intensity_range(data: np.ndarray, path: Path) -> np.ndarray:
+    """Scale intensities beyond :data:`_MAX_SAFE_INTENSITY` down by a power of two (exact in floats).
+
+    float32 statistics of such values (a sum of squares for a z-score) overflow to inf and silently
+    give an empty segmentation; the models normalise intensities, so a common factor changes nothing.
+    """
+    peak = float(np.abs(data).max())
+    if peak <= _MAX_SAFE_INTENSITY:
+        return data
+    exponent = int(np.ceil(np.log2(peak / _MAX_SAFE_INTENSITY)))
+    LOGGER.warning(
+        "%s: intensities reach %.3g; scaled by 2^-%d to stay within float32 statistics (relative "
+        "intensities unchanged)",
+        path,
+        peak,
+        exponent,
+    )
+    return np.ldexp(data, -exponent).astype(np.float32)
 
 
 def _warn_on_sform_qform_mismatch(img: nib.spatialimages.SpatialImage, path: Path) -> None:
