@@ -147,6 +147,12 @@ def build_layout(bids_dir: Path, database_dir: Path | None = None) -> Any:
     so any number of jobs can open it at once; it must index this same ``bids_dir``.
     """
     bids_dir = Path(bids_dir).resolve()
+    if not (bids_dir / "dataset_description.json").is_file():
+        LOGGER.warning(
+            "%s: no dataset_description.json, so this is not a valid BIDS dataset (the BIDS validator "
+            "refuses it); going on with the files that have BIDS names",
+            bids_dir,
+        )
     if database_dir is None:
         return _open_layout(bids_dir, None)
     database_dir = Path(database_dir).resolve()

@@ -24,12 +24,13 @@ from mednet_pvs.bids import (
 )
 from mednet_pvs.config import Config
 from mednet_pvs.errors import InputImageError, ModelError, UsageError
-from mednet_pvs.regions.lut import REGION_SET, lookup_table
-from mednet_pvs.utils.atomic import write_text, write_tsv
+from mednet_pvs.regions.lut import write_lookup_table
+from mednet_pvs.utils.atomic import remove_stale_temporaries, write_text
 
 __all__ = ["RunSummary", "run_participants"]
 
 LOGGER = logging.getLogger(__name__)
+_NOT_RUN = "not run: --stop-on-first-crash stopped the run at the first failure"
 
 
 @dataclass
@@ -112,14 +113,16 @@ def _preflight(
 ) -> list[ImageRecord]:
     """Keep the images that load and make sense; record the others as failures."""
     from mednet_pvs.preproc.conform import load_anatomical
+    from mednet_pvs.preproc.contrast import warn_on_contrast_mismatch
 
     usable = []
     for record in records:
         try:
-            load_anatomical(record.path)
+            img = load_anatomical(record.path)
         except InputImageError as exc:
             _record_failure(config, summary, record.subject, str(exc), record.key)
             continue
+        warn_on_contrast_mismatch(img, record.contrast, record.path)
         if contrasts and record.contrast not in contrasts:
             LOGGER.warning(
                 "%s: the model was trained on %s, not %s; results may be poor",
@@ -189,6 +192,10 @@ def run_participants(config: Config, reports_only: bool = False) -> int:
         return _reports_only(config, subjects)
 
     model_dir, use_gpu, contrasts = _resolve_model(config)
+    # temporaries of killed runs: outputs are renamed into place whole, so only these can be left over
+    remove_stale_temporaries(config.output_dir, recursive=False)
+    for subject in subjects:
+        remove_stale_temporaries(config.output_dir / f"sub-{subject}")
     summary = RunSummary()
     images: dict[str, list[ImageRecord]] = {}
     for subject in subjects:
@@ -200,9 +207,14 @@ def run_participants(config: Config, reports_only: bool = False) -> int:
         usable = _preflight(config, summary, records, contrasts)
         if usable:
             images[subject] = usable
+        if config.stop_on_first_crash and summary.failed:
+            break
+    if config.stop_on_first_crash and summary.failed:
+        images.clear()
+        summary.skipped.update({s: _NOT_RUN for s in subjects if s not in summary.failed | summary.skipped})
 
     write_derivative_dataset_files(config.output_dir, config.bids_dir)
-    write_tsv(config.output_dir / f"seg-{REGION_SET}_dseg.tsv", lookup_table())
+    write_lookup_table(config.output_dir)
     for subject in images:
         write_text(_log_dir(config, subject) / "mednet-pvs.toml", config.to_toml())
 
@@ -231,6 +243,8 @@ def _run_workflow(
         config.nipype_plugin,
         config.work_dir,
     )
+    for subject in images:  # the report always runs: a result left from an earlier run means nothing
+        _report_result(workflow, subject).unlink(missing_ok=True)
     try:
         # Nipype drops helper files (resource-monitor samples) in the current folder: use the work dir
         with _working_directory(config.work_dir):
@@ -244,8 +258,17 @@ def _run_workflow(
         if crashes:
             reasons = [f"{_crash_reason(c)} (see {c})" for c in crashes]
             summary.failed.setdefault(subject, []).extend(reasons)
+        elif not _report_result(workflow, subject).is_file():  # --stop-on-first-crash ended the run
+            summary.skipped[subject] = _NOT_RUN
         elif subject not in summary.failed:
             summary.done.append(subject)
+
+
+def _report_result(workflow: object, subject: str) -> Path:
+    """The Nipype result file of the participant's last node (its report) in the work dir."""
+    node = workflow.get_node(f"sub_{subject}_wf.report")  # type: ignore[attr-defined]
+    folder = Path(workflow.base_dir, workflow.name, *node.fullname.split("."))  # type: ignore[attr-defined]
+    return folder / f"result_{node.name}.pklz"
 
 
 @contextlib.contextmanager
