@@ -187,7 +187,11 @@ def _check_volume(mask: np.ndarray, voxel_ml: float, name: str, method: str) -> 
         raise SkullStripError(
             f"{name}: the {method} brain mask has {volume:.0f} mL, "
             f"outside the plausible {low:.0f}-{high:.0f} mL"
-            + (" (is this a whole-head image? try method='deepbet')" if method == "nonzero" else "")
+            + (
+                " (is this a whole-head image? let mednet-pvs strip the skull: drop --skip-skull-strip)"
+                if method == "nonzero"
+                else ""
+            )
         )
     return volume
 
@@ -231,7 +235,8 @@ def extract_brain(
         if mask is None:
             raise SkullStripError(
                 f"{name}: does not look brain-extracted (needs >= {MIN_ZERO_BACKGROUND:.0%} exactly-zero "
-                "background around one connected region); use method='auto' or 'deepbet'"
+                "background around one connected region); let mednet-pvs strip the skull: "
+                "drop --skip-skull-strip"
             )
     else:
         mask = deepbet_brain_mask(data, device=device, threads=threads)
