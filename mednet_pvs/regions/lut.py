@@ -91,10 +91,13 @@ def lookup_table() -> pd.DataFrame:
 
 
 def write_lookup_table(folder: str | Path) -> list[Path]:
-    """Write ``seg-<REGION_SET>_dseg.tsv`` and its JSON sidecar (every non-standard column described)."""
+    """Write ``seg-<REGION_SET>_dseg.tsv`` and its JSON sidecar (every non-standard column described).
+
+    The sidecar holds column descriptions only: by BIDS inheritance it also applies to every
+    ``*_seg-<REGION_SET>_dseg.json`` below it, whose own ``Description`` it must not override.
+    """
     stem = Path(folder) / f"seg-{REGION_SET}_dseg"
     sidecar = {
-        "Description": "PVS regions of mednet-pvs (mednet_pvs/regions/lut.py; docs/regions.md).",
         "structure": {"Description": "Anatomical structure of the label (left and right parts share it)."},
         "hemisphere": {"Description": "left, right, bilateral, or n/a for the background."},
     }
