@@ -25,8 +25,8 @@ __all__ = [
 ]
 
 BUNDLED_MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
-#: Name of the bundled default model; None until a trained model ships with the package.
-DEFAULT_MODEL: str | None = None
+#: Name of the bundled default model (docs/training.md: trained on synthetic phantoms only).
+DEFAULT_MODEL: str | None = "mednet-pvs-synth-s16"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,33 @@
+"""The bundled default model: found without --model, intact, honest about its training, and it runs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mednet_pvs.inference.engine import InferenceSettings, Segmenter
+from mednet_pvs.models.registry import BUNDLED_MODELS_DIR, DEFAULT_MODEL, default_model_name, resolve_model
+from tests.conftest import make_phantom
+
+
+def test_default_model_is_bundled_verified_and_documented():
+    assert default_model_name() == DEFAULT_MODEL is not None
+    model = resolve_model(None)
+    assert model.origin == "bundled" and model.path == BUNDLED_MODELS_DIR / DEFAULT_MODEL
+    model.card.verify(model.path)  # sha256 of every fold
+    assert set(model.card.contrasts) == {"T2w", "T1w"}
+    assert "synthetic" in model.card.description.lower()
+    training = model.card.provenance["training"]
+    assert len(training["synthetic"]["seeds"]) == 50 and training["config"]["synthetic_seed"] == 3002
+    assert 0.0 < model.card.threshold < 1.0
+    assert model.card.metrics["validation"]["folds"]["0"]["n_cases"] == 20
+    weights = sum(p.stat().st_size for p in model.path.glob("fold_*.safetensors"))
+    assert weights < 5 * 2**20  # float16, small enough for the wheel and the image
+
+
+def test_default_model_predicts_probabilities_on_the_input_grid():
+    model = resolve_model(None)
+    image = make_phantom()
+    segmenter = Segmenter(model.path, model.card, InferenceSettings(device="cpu", tta=False, progress=False))
+    probabilities = segmenter.predict(np.asarray(image.dataobj, np.float32), (1.0, 1.0, 1.0))
+    assert probabilities.shape == (2, *image.shape) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(0), 1.0, atol=1e-5)
