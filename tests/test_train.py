@@ -338,7 +338,8 @@ def test_phantom_generators_share_one_subject_across_contrasts():
     from mednet_pvs.synth import subject_seed
     from mednet_pvs.train.synthetic import phantom_generators, phantom_seeds
 
-    assert phantom_seeds(3, 7) == [subject_seed(7, i) for i in (1, 2, 3)]  # sub-01..03 of mednet-pvs-synth --seed 7
+    # sub-01..03 of mednet-pvs-synth --seed 7
+    assert phantom_seeds(3, 7) == [subject_seed(7, i) for i in (1, 2, 3)]
     generators = phantom_generators(["T2w", "T1w"], {"crop_mm": [24, 24, 24], "pvs_grade": 4})
     t2_image, t2_label, spacing = generators["T2w"](11)
     t1_image, t1_label, _ = generators["T1w"](11)

@@ -233,7 +233,8 @@ def test_phantoms_on_the_fly_without_a_bids_dataset(tmp_path):
     synthetic = card["provenance"]["training"]["synthetic"]
     from mednet_pvs.synth import subject_seed
 
-    assert synthetic["seeds"] == sorted(subject_seed(3, i) for i in range(1, 3))  # numbered like mednet-pvs-synth
+    # numbered from 1, like the subjects of mednet-pvs-synth
+    assert synthetic["seeds"] == sorted(subject_seed(3, i) for i in range(1, 3))
     assert synthetic["settings"]["crop_mm"] == [32, 32, 32] and synthetic["generator"].startswith(
         "mednet_pvs.synth"
     )
