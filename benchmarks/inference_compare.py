@@ -4,9 +4,12 @@ The same network and weights (a seeded random MedNeXt in the card layout the nnU
 writes: z, y, x axes, masked z-score), the same real volume, the same settings (Gaussian windows,
 step 0.5, mirroring TTA on or off, the same folds and threads), run through
 
-- ``ours``: :class:`mednet_pvs.inference.Segmenter` with its defaults, plus ablation rows
-  (``ours[no-reuse]`` letting glibc unmap freed memory, ``ours[batch4]`` four windows x mirrorings
-  per forward pass, ``ours[no-skip]`` computing windows without brain too) when TTA is off;
+- ``ours``: :class:`mednet_pvs.inference.Segmenter` with its defaults (probabilities averaged, as
+  nnU-Net v1), plus ablation rows (``ours[eager]`` without frozen oneDNN graphs, ``ours[no-reuse]``
+  letting glibc unmap freed memory, ``ours[batch4]`` four windows x mirrorings per forward pass,
+  ``ours[no-skip]`` computing windows without brain too) when TTA is off;
+- ``ours[v2]``: the same engine averaging logits and resampling them before the softmax, as nnU-Net
+  v2 does: the row the ``nnunetv2`` row is compared with;
 - ``nnunetv2``: ``nnUNetPredictor.manual_initialization`` with plans/configuration objects built for
   the same model (its own preprocessing, sliding window, logit averaging and export);
 - ``monai``: this engine's preprocessing and export around ``monai.inferers.sliding_window_inference``
@@ -14,8 +17,9 @@ step 0.5, mirroring TTA on or off, the same folds and threads), run through
 
 Each run is a fresh subprocess, so wall time (predict only: image array in, probabilities out) and
 peak resident memory (``ru_maxrss``; ``delta`` = peak minus the RSS after loading the model) are
-its own. The table compares every run's foreground (p > 0.5) with ``ours`` of the same setting:
-Dice and the largest absolute probability difference. Requires nnunetv2 (``pip install
+its own. The table compares every run's foreground (p > 0.5) with its reference run of the same
+setting (``vs``: ``ours[v2]`` for nnU-Net v2, ``ours`` for the others): time ratio, Dice and the
+largest absolute probability difference. Requires nnunetv2 (``pip install
 mednet-pvs[bench]``).
 
 Defaults finish in about half an hour on 2 CPU cores: the volume is resampled to 1.5 mm with 64^3
@@ -50,11 +54,14 @@ import numpy as np
 
 DEFAULT_IMAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "M2208_T2w.nii.gz"
 ENGINES = ("ours", "nnunetv2", "monai")
+VARIANTS = {"ours[v2]": {"average": "logits"}}  # InferenceSettings overrides of reference rows
 ABLATIONS = {  # InferenceSettings overrides of the ablation rows (TTA off only)
+    "ours[eager]": {"freeze": False},
     "ours[no-reuse]": {"reuse_memory": False},
     "ours[batch4]": {"batch_size": 4},
     "ours[no-skip]": {"skip_empty_windows": False},
 }
+REFERENCE = {"nnunetv2": "ours[v2]"}  # the run each row is compared with; "ours" otherwise
 
 
 def _peak_rss_mib() -> float:
@@ -167,7 +174,7 @@ def run_child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     image, spacing = _conformed(args.image)
     card = ModelCard.load(args.model)
-    overrides = ABLATIONS.get(args.child, {})
+    overrides = {**VARIANTS, **ABLATIONS}.get(args.child, {})
     settings = InferenceSettings(
         device="cpu",
         tta=args.child_tta,
@@ -389,8 +396,8 @@ def main() -> None:
         "(shared machine: compare ratios within this run)"
     )
     header = (
-        f"{'model':6s} {'TTA':4s} {'engine':17s} {'wall s':>8s} {'x ours':>7s} {'CPU s':>8s} {'x ours':>7s} "
-        f"{'peak MiB':>9s} {'delta MiB':>9s} {'Dice':>7s} {'max|dp|':>8s}"
+        f"{'model':6s} {'TTA':4s} {'engine':15s} {'vs':9s} {'wall s':>8s} {'x vs':>7s} {'CPU s':>8s} "
+        f"{'x vs':>7s} {'peak MiB':>9s} {'delta MiB':>9s} {'Dice':>7s} {'max|dp|':>8s}"
     )
     print(header)
     print("-" * len(header))
@@ -403,6 +410,8 @@ def main() -> None:
             )
             for tta in settings:
                 rows = list(engines)
+                if "nnunetv2" in engines and "ours" in engines:
+                    rows.insert(rows.index("ours") + 1, "ours[v2]")
                 if not tta and args.ablations and "ours" in engines:
                     rows += list(ABLATIONS)
                 results, outputs = {}, {}
@@ -410,18 +419,16 @@ def main() -> None:
                     out = folder / f"{size}_{tta}_{engine}.npy"
                     results[engine] = _run(engine, model, tta, args, out)
                     outputs[engine] = np.load(out)
-                    ours = outputs.get("ours")
-                    dice, diff = (
-                        _agreement(ours, outputs[engine]) if ours is not None else (float("nan"),) * 2
-                    )
-                    row, base = results[engine], results.get("ours")
-                    ratio = row["seconds"] / base["seconds"] if base else np.nan
-                    cpu_ratio = row["cpu_seconds"] / base["cpu_seconds"] if base else np.nan
+                    reference = REFERENCE.get(engine, "ours")
+                    if reference not in results:
+                        reference = engine
+                    dice, diff = _agreement(outputs[reference], outputs[engine])
+                    row, base = results[engine], results[reference]
                     print(
-                        f"{size:6s} {'on' if tta else 'off':4s} {engine:17s} {row['seconds']:8.1f} "
-                        f"{ratio:7.2f} {row['cpu_seconds']:8.1f} {cpu_ratio:7.2f} {row['peak_mib']:9.0f} "
-                        f"{row['delta_mib']:9.0f} "
-                        f"{dice:7.4f} {diff:8.2e}",
+                        f"{size:6s} {'on' if tta else 'off':4s} {engine:15s} {reference:9s} "
+                        f"{row['seconds']:8.1f} {row['seconds'] / base['seconds']:7.2f} "
+                        f"{row['cpu_seconds']:8.1f} {row['cpu_seconds'] / base['cpu_seconds']:7.2f} "
+                        f"{row['peak_mib']:9.0f} {row['delta_mib']:9.0f} {dice:7.4f} {diff:8.2e}",
                         flush=True,
                     )
     print(f"load average at the end {os.getloadavg()[0]:.1f}")

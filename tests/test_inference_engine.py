@@ -45,9 +45,17 @@ class _PositionNet(nn.Module):
 
 
 def _reference_sliding_window(
-    data: np.ndarray, net: nn.Module, patch: tuple[int, ...], mirror_axes: tuple[int, ...]
+    data: np.ndarray,
+    net: nn.Module,
+    patch: tuple[int, ...],
+    mirror_axes: tuple[int, ...],
+    logits: bool = False,
 ):
-    """nnU-Net v1's _internal_predict_3D_3Dconv_tiled for one network, written out plainly."""
+    """nnU-Net v1's _internal_predict_3D_3Dconv_tiled for one network, written out plainly.
+
+    ``logits``: v2's predict_sliding_window_return_logits instead (no softmax).
+    """
+    activation = (lambda t: t) if logits else (lambda t: torch.softmax(t, 1))
     weights = gaussian_importance_map(patch)
     shape = data.shape[1:]
     summed = np.zeros((2, *shape), np.float32)
@@ -58,7 +66,7 @@ def _reference_sliding_window(
         for x, y, z in itertools.product(*tile_starts(shape, patch, 0.5)):
             box = (slice(x, x + patch[0]), slice(y, y + patch[1]), slice(z, z + patch[2]))
             tile = torch.from_numpy(data[(slice(None), *box)][None])
-            pred = sum(torch.flip(torch.softmax(net(torch.flip(tile, f)), 1), f) for f in flips) / len(flips)
+            pred = sum(torch.flip(activation(net(torch.flip(tile, f))), f) for f in flips) / len(flips)
             summed[(slice(None), *box)] += pred[0].numpy() * weights
             counts[box] += weights
     return summed / counts
@@ -91,6 +99,36 @@ def test_sliding_window_matches_plain_nnunet_loop(mirror_axes: tuple[int, ...]) 
     assert max(net.batch_sizes) == {0: 3, 1: 2, 3: 3}[len(mirror_axes)]
 
 
+def test_logits_average_like_nnunet_v2() -> None:
+    rng = np.random.default_rng(4)
+    data = rng.normal(size=(1, 21, 18, 15)).astype(np.float32)
+    net = _PositionNet().eval()
+    expected = _reference_sliding_window(data, net, (12, 12, 12), (0, 2), logits=True)
+    predictor = WindowPredictor([net], torch.device("cpu"), average="logits")
+    got = sliding_window_probabilities(data, predictor, 2, (12, 12, 12), 0.5, (0, 2))
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+    v1 = _reference_sliding_window(data, net, (12, 12, 12), (0, 2))
+    # the softmax of averaged logits is not the average of softmaxes where windows overlap
+    assert np.abs(torch.softmax(torch.from_numpy(got), 0).numpy() - v1).max() > 1e-3
+    with pytest.raises(ValueError, match="average must be 'probabilities' or 'logits', got 'votes'"):
+        WindowPredictor([net], torch.device("cpu"), average="votes")  # type: ignore[arg-type]
+
+
+def test_segmenter_averaging_logits_gives_probabilities(tiny_model: Path) -> None:
+    card = ModelCard.load(tiny_model)
+    image = np.asarray(make_phantom().dataobj, np.float32)
+    results = {}
+    for average in ("probabilities", "logits"):
+        settings = InferenceSettings(device="cpu", tta=False, progress=False, average=average)
+        results[average] = Segmenter(tiny_model, card, settings).predict(image, (1.0, 1.0, 1.0))
+    got = results["logits"]
+    assert got.shape == (2, *image.shape) and got.dtype == np.float32
+    np.testing.assert_allclose(got.sum(0), 1.0, atol=1e-5)
+    assert got[0, 0, 0, 0] == 1.0 and got[0, -1, -1, -1] == 1.0  # outside the brain's box
+    difference = np.abs(got - results["probabilities"]).max()
+    assert 0 < difference < 0.5
+
+
 def test_folds_are_averaged_as_probabilities() -> None:
     data = np.random.default_rng(1).normal(size=(1, 14, 14, 14)).astype(np.float32)
     nets = [_PositionNet().eval(), nn.Sequential(nn.Conv3d(1, 2, 1)).eval()]
@@ -118,6 +156,16 @@ def test_windows_without_brain_are_skipped() -> None:
     assert net.calls == 1 + 4  # only the window starting at 0 holds brain voxels
     np.testing.assert_allclose(got[:, :5], full[:, :5], atol=1e-6)  # the brain is unchanged
     assert np.all(got[0, 12:] == 1.0) and np.all(full[0, 12:] < 1.0)  # not covered by a computed window
+    logits = sliding_window_probabilities(
+        data,
+        WindowPredictor([net], torch.device("cpu"), average="logits"),
+        2,
+        (12, 12, 12),
+        0.5,
+        (),
+        mask=mask,
+    )
+    assert np.all(torch.softmax(torch.from_numpy(logits[:, 12:]), 0)[0].numpy() == 1.0)
 
 
 def test_out_of_memory_halves_the_batch_then_moves_to_cpu(caplog: pytest.LogCaptureFixture) -> None:

@@ -3,8 +3,8 @@
 Pipeline per image: permute to the model's axis order, crop to the non-zero (brain) box, resample
 to the model spacing, normalise as the card says, Gaussian sliding window with optional mirroring
 TTA (windows without brain skipped), softmax, mean over folds, resample back to the input spacing,
-paste into the full grid. Speed settings (batching, autocast, memory reuse) are in
-:class:`InferenceSettings`; benchmarks/inference_compare.py measures them.
+paste into the full grid. Speed settings (frozen CPU graphs, batching, autocast, memory reuse) are
+in :class:`InferenceSettings`; benchmarks/inference_compare.py measures them.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from mednet_pvs.errors import ModelError
 from mednet_pvs.inference.memory import reuse_freed_memory
 from mednet_pvs.inference.preprocessing import CroppedCase, export_probabilities, preprocess_case
-from mednet_pvs.inference.sliding_window import WindowPredictor, sliding_window_probabilities
+from mednet_pvs.inference.sliding_window import Average, WindowPredictor, sliding_window_probabilities
 from mednet_pvs.models.card import ModelCard
 from mednet_pvs.models.networks import load_fold
 
@@ -50,7 +50,11 @@ class InferenceSettings:
     ``batch_size`` counts windows x mirrorings per forward pass (1 is fastest on CPU; CUDA
     out-of-memory halves it). ``amp`` is autocast (bfloat16/float16), on by default on CUDA only.
     ``skip_empty_windows`` leaves out windows with no brain voxel. ``reuse_memory`` keeps freed
-    memory in the process while predicting (see :mod:`mednet_pvs.inference.memory`).
+    memory in the process while predicting (see :mod:`mednet_pvs.inference.memory`). ``freeze``
+    runs the networks as frozen oneDNN graphs on the CPU (:mod:`mednet_pvs.inference.frozen`).
+    ``average``: ``probabilities`` blends windows, mirrorings and folds as softmax outputs
+    (nnU-Net v1, which the published PVS models were trained with), ``logits`` as logits with the
+    softmax after resampling (nnU-Net v2's predictor).
     """
 
     device: str = "auto"
@@ -63,15 +67,28 @@ class InferenceSettings:
     amp: bool | None = None
     skip_empty_windows: bool = True
     reuse_memory: bool = True
+    freeze: bool = True
+    average: Average = "probabilities"
     extra: dict = field(default_factory=dict)
 
 
 def paste_into_image(
-    probabilities: np.ndarray, case: CroppedCase, network_shape: tuple[int, ...], axes: list[int]
+    outputs: np.ndarray,
+    case: CroppedCase,
+    network_shape: tuple[int, ...],
+    axes: list[int],
+    *,
+    logits: bool = False,
 ) -> np.ndarray:
-    """Probabilities of the resampled crop -> (C, X, Y, Z) on the conformed grid (background 1 outside)."""
-    exported = export_probabilities(probabilities, case)
-    full = np.zeros((probabilities.shape[0], *network_shape), dtype=np.float32)
+    """Outputs of the resampled crop -> probabilities (C, X, Y, Z) on the conformed grid.
+
+    Probabilities (or ``logits``, turned into probabilities after the resampling, as nnU-Net v2
+    does) are resampled linearly to the crop box; outside it, background has probability 1.
+    """
+    exported = export_probabilities(outputs, case)
+    if logits:
+        exported = torch.softmax(torch.from_numpy(exported), 0).numpy()
+    full = np.zeros((outputs.shape[0], *network_shape), dtype=np.float32)
     full[0] = 1.0
     full[(slice(None), *case.bbox)] = exported
     inverse = list(np.argsort(axes))
@@ -97,7 +114,14 @@ class Segmenter:
         device = resolve_device(self.settings.device)
         self.networks = [load_fold(card, model_dir, k, "cpu") for k in self.folds]
         amp = self.settings.amp if self.settings.amp is not None else device.type == "cuda"
-        self.predictor = WindowPredictor(self.networks, device, batch_size=self.settings.batch_size, amp=amp)
+        self.predictor = WindowPredictor(
+            self.networks,
+            device,
+            batch_size=self.settings.batch_size,
+            amp=amp,
+            average=self.settings.average,
+            freeze=self.settings.freeze,
+        )
         self.n_classes = int(card.architecture.get("out_channels", len(card.labels)))
 
     @property
@@ -117,7 +141,7 @@ class Segmenter:
             net_spacing = np.asarray(spacing, float)[axes]
             use_mask = bool(card.normalization.get("use_mask"))
             case = preprocess_case(data, net_spacing, np.asarray(card.spacing, float), use_mask)
-            probabilities = sliding_window_probabilities(
+            averaged = sliding_window_probabilities(
                 case.data,
                 self.predictor,
                 self.n_classes,
@@ -127,7 +151,8 @@ class Segmenter:
                 mask=case.mask if self.settings.skip_empty_windows else None,
                 progress=self.settings.progress,
             )
-            return paste_into_image(probabilities, case, data.shape[1:], axes)
+            logits = self.settings.average == "logits"
+            return paste_into_image(averaged, case, data.shape[1:], axes, logits=logits)
 
     def foreground_probability(self, image: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
         """Probability that each voxel is PVS (1 - background), float32 (X, Y, Z)."""

@@ -6,11 +6,12 @@ nnU-Net models reproduce their published outputs. MONAI's ``sliding_window_infer
 differently, which changes probabilities near tile borders by more than the fidelity tolerance.
 
 As in nnU-Net v1, each window's prediction is the mean softmax over its mirrorings, windows are
-blended with the Gaussian weights, and folds are averaged as probabilities. Because the Gaussian
-normaliser is the same for every fold, all folds accumulate into one float32 buffer the size of the
-(cropped) image. Windows that contain no voxel of ``mask`` (no brain) can be skipped; this only
-changes voxels outside the mask, which nnU-Net would fill with whatever the network says about an
-all-zero input (see docs/models.md for the measured effect).
+blended with the Gaussian weights, and folds are averaged as probabilities (``average=
+"probabilities"``). nnU-Net v2 averages logits instead and applies the softmax last (``average=
+"logits"``). Because the Gaussian normaliser is the same for every fold, all folds accumulate into
+one float32 buffer the size of the (cropped) image. Windows that contain no voxel of ``mask`` (no
+brain) can be skipped; this only changes voxels outside the mask, which nnU-Net would fill with
+whatever the network says about an all-zero input (see docs/models.md for the measured effect).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import itertools
 import logging
 from collections.abc import Sequence
 from contextlib import nullcontext
+from typing import Literal
 
 import numpy as np
 import torch
@@ -26,7 +28,10 @@ from scipy.ndimage import gaussian_filter
 from torch import nn
 from tqdm.auto import tqdm
 
+from mednet_pvs.inference.frozen import freeze_for_cpu
+
 __all__ = [
+    "Average",
     "WindowPredictor",
     "gaussian_importance_map",
     "mirror_combinations",
@@ -37,6 +42,11 @@ __all__ = [
 ]
 
 LOGGER = logging.getLogger(__name__)
+
+#: What windows, mirrorings and folds are averaged: softmax outputs (nnU-Net v1) or logits (v2).
+Average = Literal["probabilities", "logits"]
+#: Logits of voxels no computed window covers, when averaging logits: background, surely.
+UNCOVERED_LOGITS = (0.0, -30.0)
 
 
 def tile_starts(image_size: Sequence[int], patch_size: Sequence[int], step_size: float) -> list[list[int]]:
@@ -92,10 +102,12 @@ def _pad_to_patch(data: np.ndarray, patch_size: Sequence[int]) -> tuple[np.ndarr
 
 
 class WindowPredictor:
-    """Runs every network on batches of windows: autocast and out-of-memory fallback.
+    """Runs every network on batches of windows: frozen CPU graphs, autocast, out-of-memory fallback.
 
-    On a CUDA out-of-memory error the batch is halved and retried; at batch size 1 the networks move
-    to the CPU (with a warning) and the run continues there.
+    ``average`` says whether the summed outputs are softmax probabilities or logits. ``freeze``
+    runs each network as a frozen TorchScript graph on the CPU (:mod:`mednet_pvs.inference.frozen`),
+    traced once per batch shape. On a CUDA out-of-memory error the batch is halved and retried; at
+    batch size 1 the networks move to the CPU (with a warning) and the run continues there.
     """
 
     def __init__(
@@ -105,14 +117,22 @@ class WindowPredictor:
         *,
         batch_size: int = 1,
         amp: bool = False,
+        average: Average = "probabilities",
+        freeze: bool = False,
     ) -> None:
+        if average not in ("probabilities", "logits"):
+            raise ValueError(f"average must be 'probabilities' or 'logits', got {average!r}")
         self.networks = list(networks)
         self.device = device
         self.batch_size = max(1, int(batch_size))
         self.amp = amp
+        self.average = average
+        self.freeze = freeze
+        self._frozen: dict[tuple[int, tuple[int, ...]], nn.Module] = {}
         self._prepare()
 
     def _prepare(self) -> None:
+        self._frozen.clear()
         for net in self.networks:
             net.to(self.device).eval()
 
@@ -124,19 +144,30 @@ class WindowPredictor:
             return torch.autocast("cuda", dtype=dtype)
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
+    def _runner(self, index: int, batch: torch.Tensor) -> nn.Module:
+        """Network ``index``, frozen for ``batch``'s shape when that applies."""
+        if not (self.freeze and self.device.type == "cpu" and not self.amp):
+            return self.networks[index]
+        key = (index, tuple(batch.shape))
+        if key not in self._frozen:
+            self._frozen[key] = freeze_for_cpu(self.networks[index], batch)
+        return self._frozen[key]
+
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """Sum over networks of softmax(net(batch)), float32, on ``self.device``."""
+        """Sum over networks of their softmax outputs or logits, float32, on ``self.device``."""
         batch = batch.to(self.device, non_blocking=True)
         total: torch.Tensor | None = None
         with self._autocast():
-            for net in self.networks:
-                probabilities = torch.softmax(net(batch).float(), 1)
-                total = probabilities if total is None else total + probabilities
+            for index in range(len(self.networks)):
+                output = self._runner(index, batch)(batch).float()
+                if self.average == "probabilities":
+                    output = torch.softmax(output, 1)
+                total = output if total is None else total + output
         assert total is not None
         return total
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        """Summed probabilities for a CPU batch, split into chunks of at most ``batch_size``."""
+        """Summed outputs for a CPU batch, split into chunks of at most ``batch_size``."""
         while True:
             try:
                 chunks = [self._forward(chunk) for chunk in torch.split(batch, self.batch_size)]
@@ -165,10 +196,12 @@ def sliding_window_probabilities(
     mask: np.ndarray | None = None,
     progress: bool = False,
 ) -> np.ndarray:
-    """Mean softmax probabilities (n_classes, X, Y, Z) of ``data`` (C, X, Y, Z) over all networks.
+    """Mean outputs (n_classes, X, Y, Z) of ``data`` (C, X, Y, Z) over windows, mirrorings and networks.
 
-    ``mask`` (X, Y, Z) bool: windows without any True voxel are not computed; voxels no computed
-    window covers get probability 1 for class 0. ``progress`` shows a tqdm bar over windows.
+    The outputs are softmax probabilities or logits, as ``predictor.average`` says. ``mask``
+    (X, Y, Z) bool: windows without any True voxel are not computed; voxels no computed window
+    covers get probability 1 (or :data:`UNCOVERED_LOGITS`) for class 0. ``progress`` shows a tqdm
+    bar over windows.
     """
     padded, region = _pad_to_patch(data, patch_size)
     shape = padded.shape[1:]
@@ -181,7 +214,7 @@ def sliding_window_probabilities(
         boxes = kept
     flips = mirror_combinations(mirror_axes)
     weights = gaussian_importance_map(patch_size)
-    # each window contributes gaussian * mean over flips and networks of the softmax
+    # each window contributes gaussian * mean over flips and networks of its outputs
     scale = torch.from_numpy(weights / (len(flips) * len(predictor.networks)))
     summed = np.zeros((n_classes, *shape), dtype=np.float32)
     normaliser = np.zeros(shape, dtype=np.float32)
@@ -204,9 +237,13 @@ def sliding_window_probabilities(
             bar.update(1)
     bar.close()
     covered = normaliser > 0
-    probabilities = np.divide(summed, normaliser, out=np.zeros_like(summed), where=covered)
-    probabilities[0][~covered] = 1.0
-    return probabilities[(slice(None), *region[1:])]
+    averaged = np.divide(summed, normaliser, out=np.zeros_like(summed), where=covered)
+    if predictor.average == "logits":
+        averaged[0][~covered] = UNCOVERED_LOGITS[0]
+        averaged[1:][:, ~covered] = UNCOVERED_LOGITS[1]
+    else:
+        averaged[0][~covered] = 1.0
+    return averaged[(slice(None), *region[1:])]
 
 
 def predict_sliding_window(
