@@ -186,7 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add(
         network, "--upkern-from", metavar="MODEL", help="initialise a larger-kernel model from MODEL (UpKern)"
     )
-    _add(network, "--finetune-from", metavar="MODEL", help="fine-tune MODEL (name or path)")
+    _add(
+        network,
+        "--finetune-from",
+        metavar="MODEL",
+        help="start from MODEL's weights (name or path); all layers train unless --trainable-decoder-layers",
+    )
     _add(
         network,
         "--trainable-decoder-layers",

@@ -149,8 +149,8 @@ class TrainConfig:
             problems.append(f"--foreground-fraction {self.foreground_fraction} must be in [0, 1]")
         if self.upkern_from and self.finetune_from:
             problems.append("--upkern-from and --finetune-from exclude each other")
-        if (self.trainable_decoder_layers is not None) != bool(self.finetune_from):
-            problems.append("--finetune-from and --trainable-decoder-layers go together")
+        if self.trainable_decoder_layers is not None and not self.finetune_from:
+            problems.append("--trainable-decoder-layers needs --finetune-from")
         if self.trainable_decoder_layers is not None and not 0 <= self.trainable_decoder_layers <= 4:
             problems.append(f"--trainable-decoder-layers {self.trainable_decoder_layers} must be in 0..4")
         if self.max_minutes is not None and self.max_minutes <= 0:
