@@ -158,6 +158,24 @@ def test_finetuning_changes_only_the_last_decoder_stage(trained, tmp_path):
     assert changed and changed <= trainable
 
 
+def test_finetuning_without_a_layer_count_trains_the_encoder_too(trained, tmp_path, capsys):
+    bids, source, _ = trained
+    model = tmp_path / "continued"
+    assert (
+        main([str(bids), str(model), *TINY, "--fold", "0", "--epochs", "1", "--finetune-from", str(source)])
+        == 0
+    )
+    before = load_file(str(source / "fold_0.safetensors"))
+    after = load_file(str(model / "fold_0.safetensors"))
+    assert not torch.equal(before["stem.weight"].float(), after["stem.weight"].float())
+    assert not torch.equal(
+        before["enc_stages.0.0.conv1.weight"].float(), after["enc_stages.0.0.conv1.weight"].float()
+    )
+    with pytest.raises(SystemExit):
+        main([str(bids), str(tmp_path / "o"), *TINY, "--trainable-decoder-layers", "1"])
+    assert "--trainable-decoder-layers needs --finetune-from" in capsys.readouterr().err
+
+
 def test_upkern_start_builds_kernel_5_from_the_trained_model(trained):
     _, source, _ = trained
     config = TrainConfig(output_dir=source.parent / "k5", synthetic=2, upkern_from=str(source), kernel_size=5)
