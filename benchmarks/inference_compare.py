@@ -8,8 +8,8 @@ step 0.5, mirroring TTA on or off, the same folds and threads), run through
   nnU-Net v1), plus ablation rows (``ours[eager]`` without frozen oneDNN graphs, ``ours[no-reuse]``
   letting glibc unmap freed memory, ``ours[batch4]`` four windows x mirrorings per forward pass,
   ``ours[no-skip]`` computing windows without brain too) when TTA is off;
-- ``ours[v2]``: the same engine averaging logits and resampling them before the softmax, as nnU-Net
-  v2 does: the row the ``nnunetv2`` row is compared with;
+- ``ours[v2]``: the same engine following nnU-Net v2's conventions (normalise before resampling,
+  average logits, resample them before the softmax): the row the ``nnunetv2`` row is compared with;
 - ``nnunetv2``: ``nnUNetPredictor.manual_initialization`` with plans/configuration objects built for
   the same model (its own preprocessing, sliding window, logit averaging and export);
 - ``monai``: this engine's preprocessing and export around ``monai.inferers.sliding_window_inference``
@@ -54,7 +54,7 @@ import numpy as np
 
 DEFAULT_IMAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "M2208_T2w.nii.gz"
 ENGINES = ("ours", "nnunetv2", "monai")
-VARIANTS = {"ours[v2]": {"average": "logits"}}  # InferenceSettings overrides of reference rows
+VARIANTS = {"ours[v2]": {"convention": "nnunet_v2"}}  # InferenceSettings overrides of reference rows
 ABLATIONS = {  # InferenceSettings overrides of the ablation rows (TTA off only)
     "ours[eager]": {"freeze": False},
     "ours[no-reuse]": {"reuse_memory": False},
@@ -366,9 +366,8 @@ def main() -> None:
     parser.add_argument("--engines", default=",".join(ENGINES), help=f"subset of {','.join(ENGINES)}")
     parser.add_argument(
         "--ablations",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also run the ours[...] ablation rows (TTA off)",
+        default=",".join(ABLATIONS),
+        help="ablation rows run with TTA off, comma-separated ('' for none; default: all)",
     )
     parser.add_argument("--spacing", type=float, default=1.5, help="model spacing in mm (default 1.5)")
     parser.add_argument("--patch", type=int, default=64, help="window edge in voxels (default 64)")
@@ -390,6 +389,9 @@ def main() -> None:
         return
 
     engines = [e for e in args.engines.split(",") if e]
+    unknown = [a for a in args.ablations.split(",") if a and a not in ABLATIONS]
+    if unknown:
+        parser.error(f"unknown ablations {unknown}; choose from {', '.join(ABLATIONS)}")
     print(
         f"image {args.image.name}; model spacing {args.spacing} mm, window {args.patch}^3, step 0.5, "
         f"{args.folds} fold(s), {args.threads} threads; load average {os.getloadavg()[0]:.1f} "
@@ -412,8 +414,8 @@ def main() -> None:
                 rows = list(engines)
                 if "nnunetv2" in engines and "ours" in engines:
                     rows.insert(rows.index("ours") + 1, "ours[v2]")
-                if not tta and args.ablations and "ours" in engines:
-                    rows += list(ABLATIONS)
+                if not tta and "ours" in engines:
+                    rows += [a for a in args.ablations.split(",") if a]
                 results, outputs = {}, {}
                 for engine in rows:
                     out = folder / f"{size}_{tta}_{engine}.npy"

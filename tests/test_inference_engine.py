@@ -15,6 +15,12 @@ from torch import nn
 from mednet_pvs.errors import ModelError
 from mednet_pvs.inference.engine import InferenceSettings, Segmenter, resolve_device
 from mednet_pvs.inference.memory import reuse_freed_memory
+from mednet_pvs.inference.preprocessing import (
+    crop_to_nonzero,
+    normalize_zscore,
+    preprocess_case,
+    resample_to_shape,
+)
 from mednet_pvs.inference.sliding_window import (
     WindowPredictor,
     gaussian_importance_map,
@@ -114,19 +120,42 @@ def test_logits_average_like_nnunet_v2() -> None:
         WindowPredictor([net], torch.device("cpu"), average="votes")  # type: ignore[arg-type]
 
 
-def test_segmenter_averaging_logits_gives_probabilities(tiny_model: Path) -> None:
+def test_nnunet_v2_normalises_before_resampling() -> None:
+    data = np.zeros((1, 20, 18, 16), np.float32)
+    data[0, 3:17, 2:16, 2:14] = np.random.default_rng(5).gamma(2.0, 50.0, size=(14, 14, 12))
+    spacing, target = np.array([1.0, 1.0, 1.0]), np.array([1.5, 1.5, 1.5])
+    v1 = preprocess_case(data, spacing, target, True)
+    v2 = preprocess_case(data, spacing, target, True, normalize_first=True)
+    cropped, nonzero, _ = crop_to_nonzero(data)
+    expected = resample_to_shape(
+        normalize_zscore(cropped, nonzero),
+        np.array(v2.data.shape[1:]),
+        is_labels=False,
+        order=3,
+        separate_z_axis=None,
+    )
+    assert v2.data.shape == v1.data.shape == (1, 9, 9, 8)
+    np.testing.assert_allclose(v2.data, expected, atol=1e-5)
+    np.testing.assert_array_equal(v2.mask, v1.mask)
+    assert np.abs(v2.data - v1.data).max() > 1e-2  # the order matters once the image is resampled
+    np.testing.assert_allclose(v1.data[0][v1.mask].mean(), 0.0, atol=1e-5)  # v1 normalises what it resampled
+
+
+def test_segmenter_with_nnunet_v2_conventions_gives_probabilities(tiny_model: Path) -> None:
     card = ModelCard.load(tiny_model)
     image = np.asarray(make_phantom().dataobj, np.float32)
     results = {}
-    for average in ("probabilities", "logits"):
-        settings = InferenceSettings(device="cpu", tta=False, progress=False, average=average)
-        results[average] = Segmenter(tiny_model, card, settings).predict(image, (1.0, 1.0, 1.0))
-    got = results["logits"]
+    for convention in ("nnunet_v1", "nnunet_v2"):
+        settings = InferenceSettings(device="cpu", tta=False, progress=False, convention=convention)
+        results[convention] = Segmenter(tiny_model, card, settings).predict(image, (1.0, 1.0, 1.0))
+    got = results["nnunet_v2"]
     assert got.shape == (2, *image.shape) and got.dtype == np.float32
     np.testing.assert_allclose(got.sum(0), 1.0, atol=1e-5)
     assert got[0, 0, 0, 0] == 1.0 and got[0, -1, -1, -1] == 1.0  # outside the brain's box
-    difference = np.abs(got - results["probabilities"]).max()
+    difference = np.abs(got - results["nnunet_v1"]).max()
     assert 0 < difference < 0.5
+    with pytest.raises(ModelError, match="convention must be nnunet_v1 or nnunet_v2, got 'v3'"):
+        Segmenter(tiny_model, card, InferenceSettings(device="cpu", convention="v3"))  # type: ignore[arg-type]
 
 
 def test_folds_are_averaged_as_probabilities() -> None:

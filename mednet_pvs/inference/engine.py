@@ -3,8 +3,9 @@
 Pipeline per image: permute to the model's axis order, crop to the non-zero (brain) box, resample
 to the model spacing, normalise as the card says, Gaussian sliding window with optional mirroring
 TTA (windows without brain skipped), softmax, mean over folds, resample back to the input spacing,
-paste into the full grid. Speed settings (frozen CPU graphs, batching, autocast, memory reuse) are
-in :class:`InferenceSettings`; benchmarks/inference_compare.py measures them.
+paste into the full grid (nnU-Net v1's order; ``convention="nnunet_v2"`` follows v2). Speed
+settings (frozen CPU graphs, batching, autocast, memory reuse) are in :class:`InferenceSettings`;
+benchmarks/inference_compare.py measures them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -19,13 +21,16 @@ import torch
 from mednet_pvs.errors import ModelError
 from mednet_pvs.inference.memory import reuse_freed_memory
 from mednet_pvs.inference.preprocessing import CroppedCase, export_probabilities, preprocess_case
-from mednet_pvs.inference.sliding_window import Average, WindowPredictor, sliding_window_probabilities
+from mednet_pvs.inference.sliding_window import WindowPredictor, sliding_window_probabilities
 from mednet_pvs.models.card import ModelCard
 from mednet_pvs.models.networks import load_fold
 
-__all__ = ["InferenceSettings", "Segmenter", "paste_into_image", "resolve_device"]
+__all__ = ["Convention", "InferenceSettings", "Segmenter", "paste_into_image", "resolve_device"]
 
 LOGGER = logging.getLogger(__name__)
+
+#: Whose inference conventions to follow (normalisation order, what is averaged).
+Convention = Literal["nnunet_v1", "nnunet_v2"]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -52,9 +57,10 @@ class InferenceSettings:
     ``skip_empty_windows`` leaves out windows with no brain voxel. ``reuse_memory`` keeps freed
     memory in the process while predicting (see :mod:`mednet_pvs.inference.memory`). ``freeze``
     runs the networks as frozen oneDNN graphs on the CPU (:mod:`mednet_pvs.inference.frozen`).
-    ``average``: ``probabilities`` blends windows, mirrorings and folds as softmax outputs
-    (nnU-Net v1, which the published PVS models were trained with), ``logits`` as logits with the
-    softmax after resampling (nnU-Net v2's predictor).
+    ``convention``: ``nnunet_v1`` (the published PVS models' framework) normalises the resampled
+    crop and blends windows, mirrorings and folds as softmax outputs; ``nnunet_v2`` normalises
+    before resampling and blends logits, with the softmax after resampling back, as nnU-Net v2's
+    predictor does.
     """
 
     device: str = "auto"
@@ -68,7 +74,7 @@ class InferenceSettings:
     skip_empty_windows: bool = True
     reuse_memory: bool = True
     freeze: bool = True
-    average: Average = "probabilities"
+    convention: Convention = "nnunet_v1"
     extra: dict = field(default_factory=dict)
 
 
@@ -108,6 +114,9 @@ class Segmenter:
         missing = sorted(set(folds) - set(card.folds))
         if missing:
             raise ModelError(f"{model_dir}: folds {missing} requested but the model has folds {card.folds}")
+        if self.settings.convention not in ("nnunet_v1", "nnunet_v2"):
+            raise ModelError(f"convention must be nnunet_v1 or nnunet_v2, got {self.settings.convention!r}")
+        self.v2 = self.settings.convention == "nnunet_v2"
         self.folds = list(folds)
         if self.settings.threads:
             torch.set_num_threads(int(self.settings.threads))
@@ -119,7 +128,7 @@ class Segmenter:
             device,
             batch_size=self.settings.batch_size,
             amp=amp,
-            average=self.settings.average,
+            average="logits" if self.v2 else "probabilities",
             freeze=self.settings.freeze,
         )
         self.n_classes = int(card.architecture.get("out_channels", len(card.labels)))
@@ -140,7 +149,9 @@ class Segmenter:
             data = np.transpose(np.asarray(image, np.float32), axes)[None]
             net_spacing = np.asarray(spacing, float)[axes]
             use_mask = bool(card.normalization.get("use_mask"))
-            case = preprocess_case(data, net_spacing, np.asarray(card.spacing, float), use_mask)
+            case = preprocess_case(
+                data, net_spacing, np.asarray(card.spacing, float), use_mask, normalize_first=self.v2
+            )
             averaged = sliding_window_probabilities(
                 case.data,
                 self.predictor,
@@ -151,8 +162,7 @@ class Segmenter:
                 mask=case.mask if self.settings.skip_empty_windows else None,
                 progress=self.settings.progress,
             )
-            logits = self.settings.average == "logits"
-            return paste_into_image(averaged, case, data.shape[1:], axes, logits=logits)
+            return paste_into_image(averaged, case, data.shape[1:], axes, logits=self.v2)
 
     def foreground_probability(self, image: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
         """Probability that each voxel is PVS (1 - background), float32 (X, Y, Z)."""

@@ -147,21 +147,32 @@ def normalize_zscore(data: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
 
 
 def preprocess_case(
-    data: np.ndarray, spacing: np.ndarray, target_spacing: np.ndarray, use_mask_for_norm: bool
+    data: np.ndarray,
+    spacing: np.ndarray,
+    target_spacing: np.ndarray,
+    use_mask_for_norm: bool,
+    *,
+    normalize_first: bool = False,
 ) -> CroppedCase:
-    """Crop, resample and normalise (C, X, Y, Z) float32 data given in network axis order."""
+    """Crop, resample and normalise (C, X, Y, Z) float32 data given in network axis order.
+
+    nnU-Net v1 normalises the resampled crop; v2 normalises first (``normalize_first``).
+    """
     data = np.where(np.isnan(data), np.float32(0), data).astype(np.float32)
     spacing = np.asarray(spacing, float)
     target_spacing = np.asarray(target_spacing, float)
     cropped, nonzero, bbox = crop_to_nonzero(data)
+    if normalize_first:
+        cropped = normalize_zscore(cropped, nonzero if use_mask_for_norm else None)
     seg = np.where(nonzero, 0, -1)[None].astype(np.int64)
     new_shape = target_shape(cropped.shape[1:], spacing, target_spacing)
     axis = _separate_z_axis(spacing, target_spacing)
     resampled = resample_to_shape(cropped, new_shape, is_labels=False, order=3, separate_z_axis=axis)
     seg = resample_to_shape(seg, new_shape, is_labels=True, order=1, separate_z_axis=axis)
     mask = seg[-1] >= 0
-    normalised = normalize_zscore(resampled, mask if use_mask_for_norm else None)
-    return CroppedCase(normalised, mask, bbox, tuple(cropped.shape[1:]), spacing, target_spacing)
+    if not normalize_first:
+        resampled = normalize_zscore(resampled, mask if use_mask_for_norm else None)
+    return CroppedCase(resampled, mask, bbox, tuple(cropped.shape[1:]), spacing, target_spacing)
 
 
 def export_probabilities(probabilities: np.ndarray, case: CroppedCase) -> np.ndarray:
