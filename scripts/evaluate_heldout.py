@@ -137,6 +137,12 @@ def main() -> None:
     parser.add_argument("--contrasts", nargs="+", default=["T2w", "T1w"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tta", action="store_true", help="mirroring TTA (the app's default; 8x slower)")
+    parser.add_argument(
+        "--frangi",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also tune and evaluate the Frangi baseline (--no-frangi: the model alone)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
@@ -159,11 +165,11 @@ def main() -> None:
 
     rows = []
     for contrast in args.contrasts:
-        threshold = _tune_frangi(args.train_bids, train_subjects, contrast)
-        for method, probability, cut in (
-            (model.card.name, network, model.card.threshold),
-            (f"frangi (threshold {threshold:.2f})", _frangi(contrast), threshold),
-        ):
+        methods = [(model.card.name, network, model.card.threshold)]
+        if args.frangi:
+            threshold = _tune_frangi(args.train_bids, train_subjects, contrast)
+            methods.append((f"frangi (threshold {threshold:.2f})", _frangi(contrast), threshold))
+        for method, probability, cut in methods:
             folder = args.out / f"{'frangi' if method.startswith('frangi') else 'model'}-{contrast}"
             _segment_all(dataset, subjects, contrast, probability, cut, folder / "masks")
             result = evaluate(find_cases(folder / "masks", dataset / TRUTH))
@@ -173,7 +179,7 @@ def main() -> None:
     table.to_csv(args.out / "summary.tsv", sep="\t", index=False, float_format="%.3f")
     print(
         f"{len(subjects)} held-out phantoms (base seed {args.seed}), TTA {'on' if args.tta else 'off'}; "
-        f"Frangi tuned on {len(train_subjects)} training phantoms"
+        + (f"Frangi tuned on {len(train_subjects)} training phantoms" if args.frangi else "model only")
     )
     print(table.to_markdown(index=False, floatfmt=".3f"))
 
