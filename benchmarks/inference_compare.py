@@ -7,7 +7,8 @@ step 0.5, mirroring TTA on or off, the same folds and threads), run through
 - ``ours``: :class:`mednet_pvs.inference.Segmenter` with its defaults (probabilities averaged, as
   nnU-Net v1), plus ablation rows (``ours[eager]`` without frozen oneDNN graphs, ``ours[no-reuse]``
   letting glibc unmap freed memory, ``ours[batch4]`` four windows x mirrorings per forward pass,
-  ``ours[no-skip]`` computing windows without brain too) when TTA is off;
+  ``ours[no-skip]`` computing windows without brain too, ``ours[step0.4]`` shifted window positions,
+  whose Dice shows how much the model's output depends on where windows fall) when TTA is off;
 - ``ours[v2]``: the same engine following nnU-Net v2's conventions (normalise before resampling,
   average logits, resample them before the softmax): the row the ``nnunetv2`` row is compared with;
 - ``nnunetv2``: ``nnUNetPredictor.manual_initialization`` with plans/configuration objects built for
@@ -60,6 +61,7 @@ ABLATIONS = {  # InferenceSettings overrides of the ablation rows (TTA off only)
     "ours[no-reuse]": {"reuse_memory": False},
     "ours[batch4]": {"batch_size": 4},
     "ours[no-skip]": {"skip_empty_windows": False},
+    "ours[step0.4]": {"step_size": 0.4},  # other window positions: how much the model depends on them
 }
 REFERENCE = {"nnunetv2": "ours[v2]"}  # the run each row is compared with; "ours" otherwise
 
@@ -174,16 +176,10 @@ def run_child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     image, spacing = _conformed(args.image)
     card = ModelCard.load(args.model)
-    overrides = {**VARIANTS, **ABLATIONS}.get(args.child, {})
-    settings = InferenceSettings(
-        device="cpu",
-        tta=args.child_tta,
-        folds=card.folds,
-        step_size=0.5,
-        threads=args.threads,
-        progress=False,
-        **overrides,
-    )  # type: ignore[arg-type]
+    options = {"device": "cpu", "tta": args.child_tta, "folds": card.folds, "step_size": 0.5}
+    options |= {"threads": args.threads, "progress": False}
+    options |= {**VARIANTS, **ABLATIONS}.get(args.child, {})
+    settings = InferenceSettings(**options)  # type: ignore[arg-type]
     axes = list(card.axes)
     if args.child.startswith("ours"):
         segmenter = Segmenter(args.model, card, settings)

@@ -4,12 +4,14 @@ Tracing a network for the window shape, freezing it and running ``optimize_for_i
 PyTorch run every convolution through oneDNN with its weights packed once, instead of repacking
 them in every call (MedNeXt's depthwise 3-D convolutions are slow otherwise). GroupNorm stays in
 PyTorch's dense kernel, so there is none of the channels-last precision loss described in
-docs/models.md. Measured on MedNeXt-S (benchmarks/inference_compare.py, ``ours[eager]`` row): see
-docs/models.md; outputs match eager mode to float32 rounding (tests/test_frozen.py).
+docs/models.md. The gain is largest for small windows and widths (docs/models.md, measured by
+benchmarks/frozen_graphs.py and inference_compare.py); outputs match eager mode to float32 rounding
+(tests/test_frozen.py).
 
 ``torch.jit.freeze`` and ``optimize_for_inference`` are deprecated in favour of ``torch.compile``,
-which on this CPU took 40 s to compile MedNeXt-S and ran no faster. If tracing or freezing fails
-(or a later PyTorch removes it), the eager network is used and the reason is logged.
+which on this CPU gained less per window (1.12x against 1.51x on the bundled model's windows) after
+a 20 s cold compile (benchmarks/frozen_graphs.py). If tracing or freezing fails (or a later PyTorch
+removes it), the eager network is used and the reason is logged.
 """
 
 from __future__ import annotations
