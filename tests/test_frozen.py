@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from mednet_pvs.inference import sliding_window
 from mednet_pvs.inference.engine import InferenceSettings, Segmenter
 from mednet_pvs.inference.frozen import freeze_for_cpu
 from mednet_pvs.models.card import ModelCard
@@ -64,3 +65,28 @@ def test_segmenter_freezes_on_the_cpu_without_changing_results(tiny_model: Path)
         assert len(frozen) == (2 if freeze else 0)
         assert all(isinstance(graph, torch.jit.ScriptModule) for graph in frozen)
     np.testing.assert_allclose(outputs[True], outputs[False], atol=1e-5)
+
+
+def test_a_graph_failing_on_its_first_window_is_replaced_by_the_eager_network(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = []
+
+    def _broken_graph(batch: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(batch.shape))
+        raise RuntimeError("oneDNN kernel missing")
+
+    monkeypatch.setattr(sliding_window, "freeze_for_cpu", lambda net, example: _broken_graph)
+    torch.manual_seed(0)
+    net = build_network(ARCHITECTURES["mednext"]).eval()
+    predictor = sliding_window.WindowPredictor([net], torch.device("cpu"), freeze=True)
+    batch = torch.randn(1, 1, 32, 32, 32)
+    with caplog.at_level(logging.WARNING), torch.inference_mode():
+        first = predictor(batch)
+        second = predictor(batch)
+        expected = torch.softmax(net(batch), 1)
+    assert calls == [(1, 1, 32, 32, 32)]  # tried once, then the eager network for good
+    assert predictor._frozen[(0, (1, 1, 32, 32, 32))] is net
+    assert "frozen MedNeXt failed on its first window (oneDNN kernel missing)" in caplog.text
+    torch.testing.assert_close(first, expected)
+    torch.testing.assert_close(second, expected)

@@ -11,7 +11,9 @@ benchmarks/frozen_graphs.py and inference_compare.py); outputs match eager mode 
 ``torch.jit.freeze`` and ``optimize_for_inference`` are deprecated in favour of ``torch.compile``,
 which on this CPU gained less per window (1.12x against 1.51x on the bundled model's windows) after
 a 20 s cold compile (benchmarks/frozen_graphs.py). If tracing or freezing fails (or a later PyTorch
-removes it), the eager network is used and the reason is logged.
+removes it), the eager network is used and the reason is logged; a graph that freezes but fails on
+its first window is replaced by the eager network the same way
+(:class:`mednet_pvs.inference.sliding_window.WindowPredictor`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ LOGGER = logging.getLogger(__name__)
 def freeze_for_cpu(net: nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """``net`` traced on ``example``'s shape, frozen and optimised for the CPU; ``net`` on failure.
 
-    The result is only valid for inputs of ``example``'s shape.
+    The result is only valid for inputs of ``example``'s shape. Its first call compiles the graph
+    (and is where a graph PyTorch cannot run fails); no extra forward pass is spent checking it here.
     """
     try:
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
@@ -40,7 +43,6 @@ def freeze_for_cpu(net: nn.Module, example: torch.Tensor) -> Callable[[torch.Ten
             sample = torch.zeros(example.shape, dtype=example.dtype)
             traced = torch.jit.trace(net.eval(), sample, check_trace=False)
             frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
-            frozen(sample)  # the first call compiles the graph; fail here, not mid-run
     except Exception as exc:  # any tracing failure falls back to the eager network
         LOGGER.warning("could not freeze %s for the CPU (%s); running it eagerly", type(net).__name__, exc)
         return net

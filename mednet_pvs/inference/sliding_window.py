@@ -106,8 +106,10 @@ class WindowPredictor:
 
     ``average`` says whether the summed outputs are softmax probabilities or logits. ``freeze``
     runs each network as a frozen TorchScript graph on the CPU (:mod:`mednet_pvs.inference.frozen`),
-    traced once per batch shape. On a CUDA out-of-memory error the batch is halved and retried; at
-    batch size 1 the networks move to the CPU (with a warning) and the run continues there.
+    traced once per batch shape; a graph that fails on its first batch is replaced by the eager
+    network (with a warning) and that batch is run again eagerly. On a CUDA out-of-memory error the
+    batch is halved and retried; at batch size 1 the networks move to the CPU (with a warning) and
+    the run continues there.
     """
 
     def __init__(
@@ -129,10 +131,12 @@ class WindowPredictor:
         self.average = average
         self.freeze = freeze
         self._frozen: dict[tuple[int, tuple[int, ...]], nn.Module] = {}
+        self._proven: set[tuple[int, tuple[int, ...]]] = set()  # frozen graphs that ran once
         self._prepare()
 
     def _prepare(self) -> None:
         self._frozen.clear()
+        self._proven.clear()
         for net in self.networks:
             net.to(self.device).eval()
 
@@ -144,14 +148,26 @@ class WindowPredictor:
             return torch.autocast("cuda", dtype=dtype)
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
-    def _runner(self, index: int, batch: torch.Tensor) -> nn.Module:
-        """Network ``index``, frozen for ``batch``'s shape when that applies."""
+    def _run(self, index: int, batch: torch.Tensor) -> torch.Tensor:
+        """Output of network ``index`` on ``batch``, through its frozen graph when that applies."""
+        net = self.networks[index]
         if not (self.freeze and self.device.type == "cpu" and not self.amp):
-            return self.networks[index]
+            return net(batch)
         key = (index, tuple(batch.shape))
         if key not in self._frozen:
-            self._frozen[key] = freeze_for_cpu(self.networks[index], batch)
-        return self._frozen[key]
+            self._frozen[key] = freeze_for_cpu(net, batch)
+        runner = self._frozen[key]
+        if runner is net or key in self._proven:
+            return runner(batch)
+        try:
+            output = runner(batch)
+        except Exception as exc:  # a graph that froze but cannot run: the eager network instead
+            name = type(net).__name__
+            LOGGER.warning("frozen %s failed on its first window (%s); running it eagerly", name, exc)
+            self._frozen[key] = net
+            return net(batch)
+        self._proven.add(key)
+        return output
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Sum over networks of their softmax outputs or logits, float32, on ``self.device``."""
@@ -159,7 +175,7 @@ class WindowPredictor:
         total: torch.Tensor | None = None
         with self._autocast():
             for index in range(len(self.networks)):
-                output = self._runner(index, batch)(batch).float()
+                output = self._run(index, batch).float()
                 if self.average == "probabilities":
                     output = torch.softmax(output, 1)
                 total = output if total is None else total + output
