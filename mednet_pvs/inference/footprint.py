@@ -7,7 +7,7 @@ voxels, the first stage's width and that stage's channel expansion. The coeffici
 on measured peaks (docs/hpc.md, section 7): a MedNeXt-S with 32 filters and 128^3 windows peaked at
 7.1 GB on CPU; the model-free part (image, resampled copies, probability accumulators) stays within
 about 1.5 GB for a 1 mm brain. Frozen CPU graphs (mednet_pvs.inference.frozen) raised the peak of a
-128^3 forward pass of that network from 3566 to 3734 MiB (benchmarks/frozen_graphs.py), within the
+128^3 forward pass of that network from 3577 to 3773 MiB (benchmarks/frozen_graphs.py), within the
 estimate's margin. On a GPU the activations live in GPU memory and only the arrays stay.
 """
 
