@@ -42,8 +42,10 @@ SUMMARY_REGIONS = ("whole_brain", "white_matter", "centrum_semiovale", "basal_ga
 Segment = Callable[[np.ndarray, tuple[float, float, float], np.ndarray, np.ndarray], np.ndarray]
 
 
-def _inputs(dataset: Path, subject: str, contrast: str) -> tuple[nib.Nifti1Image, np.ndarray, np.ndarray]:
-    """(conformed image, brain mask, rated-region mask) on the conformed grid."""
+def _inputs(
+    dataset: Path, subject: str, contrast: str
+) -> tuple[nib.Nifti1Image, nib.Nifti1Image, np.ndarray, np.ndarray]:
+    """(image as stored, conformed image, brain mask, rated-region mask); masks on the conformed grid."""
     raw = nib.load(dataset / subject / "anat" / f"{subject}_{contrast}.nii.gz")
     truth = dataset / TRUTH / subject / "anat"
     image = conform(raw)
@@ -52,7 +54,7 @@ def _inputs(dataset: Path, subject: str, contrast: str) -> tuple[nib.Nifti1Image
         nib.as_closest_canonical(nib.load(truth / f"{subject}_seg-pvsregions_dseg.nii.gz")).dataobj
     )
     rated = np.isin(regions, [r.index for r in REGIONS if r.structure != "other"])
-    return image, aseg > 0, rated
+    return raw, image, aseg > 0, rated
 
 
 def _write_mask(mask: np.ndarray, raw: nib.Nifti1Image, path: Path) -> None:
@@ -65,8 +67,7 @@ def _segment_all(
     dataset: Path, subjects: list[str], contrast: str, probability: Segment, threshold: float, out: Path
 ) -> None:
     for subject in subjects:
-        raw = nib.load(dataset / subject / "anat" / f"{subject}_{contrast}.nii.gz")
-        image, brain, rated = _inputs(dataset, subject, contrast)
+        raw, image, brain, rated = _inputs(dataset, subject, contrast)
         data = np.asarray(image.dataobj, np.float32) * brain
         spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
         prob = probability(data, spacing, brain, rated)
@@ -85,7 +86,7 @@ def _tune_frangi(train: Path, subjects: list[str], contrast: str) -> float:
     """The Frangi threshold with the best mean whole-brain Dice on training phantoms."""
     maps = {}
     for subject in subjects:
-        image, brain, rated = _inputs(train, subject, contrast)
+        _, image, brain, rated = _inputs(train, subject, contrast)
         data = np.asarray(image.dataobj, np.float32) * brain
         spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
         maps[subject] = (_frangi(contrast)(data, spacing, brain, rated), brain, voxel_volume(image.affine))
