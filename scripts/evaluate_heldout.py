@@ -6,7 +6,8 @@ with ``--method frangi`` (its threshold tuned per contrast on training phantoms,
 mean voxel Dice), then scores both with ``mednet-pvs-eval``'s metrics. The brain mask is the
 phantom's own anatomy (a perfect skull strip) and no N4 runs: the comparison isolates the
 segmentation step. Writes the masks, ``evaluation.tsv``/``.json``/``.html`` per method and contrast,
-and prints the results table of docs/training.md.
+``summary.tsv`` and ``per_image.tsv`` (whole-brain scores beside each image's voxel size), and
+prints the results tables of docs/training.md.
 
     python scripts/evaluate_heldout.py --model mednet-pvs-synth-s16 --train-bids /work/train/synth_aniso \
         --out /work/eval_heldout
@@ -126,6 +127,25 @@ def _summary(result_cases: pd.DataFrame, group: pd.DataFrame, method: str, contr
     return rows
 
 
+def _per_image(result_cases: pd.DataFrame, dataset: Path, method: str, contrast: str) -> pd.DataFrame:
+    """Whole-brain scores of every image beside its voxel size (mm)."""
+    part = result_cases[(result_cases.region == "whole_brain") & (result_cases.hemisphere == "bilateral")]
+    voxel = {}
+    for subject in part.participant_id:
+        zooms = nib.load(dataset / subject / "anat" / f"{subject}_{contrast}.nii.gz").header.get_zooms()[:3]
+        voxel[subject] = "x".join(f"{float(z):.2f}" for z in zooms)
+    return pd.DataFrame(
+        {
+            "subject": part.participant_id,
+            "voxel_mm": [voxel[subject] for subject in part.participant_id],
+            "method": method,
+            "contrast": contrast,
+            "dice": part.dice,
+            "any_f1": part.any_f1,
+        }
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="model name or directory")
@@ -164,7 +184,7 @@ def main() -> None:
     def network(data, spacing, brain, rated):  # type: ignore[no-untyped-def]
         return segmenter.predict(data, spacing)[1]
 
-    rows = []
+    rows, images = [], []
     for contrast in args.contrasts:
         methods = [(model.card.name, network, model.card.threshold)]
         if args.frangi:
@@ -176,13 +196,20 @@ def main() -> None:
             result = evaluate(find_cases(folder / "masks", dataset / TRUTH))
             write_evaluation(result, folder)
             rows += _summary(result.cases, result.group, method, contrast)
+            images.append(_per_image(result.cases, dataset, method, contrast))
     table = pd.DataFrame(rows)
     table.to_csv(args.out / "summary.tsv", sep="\t", index=False, float_format="%.3f")
+    per_image = pd.concat(images).pivot_table(
+        index=["subject", "voxel_mm", "contrast"], columns="method", values=["dice", "any_f1"]
+    )
+    per_image.to_csv(args.out / "per_image.tsv", sep="\t", float_format="%.3f")
     print(
         f"{len(subjects)} held-out phantoms (base seed {args.seed}), TTA {'on' if args.tta else 'off'}; "
         + (f"Frangi tuned on {len(train_subjects)} training phantoms" if args.frangi else "model only")
     )
     print(table.to_markdown(index=False, floatfmt=".3f"))
+    print("\nwhole brain, per image:")
+    print(per_image.to_markdown(floatfmt=".3f"))
 
 
 if __name__ == "__main__":
