@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from mednet_pvs.classical.frangi import FrangiParameters, frangi_vesselness
-from mednet_pvs.inference.engine import InferenceSettings, Segmenter
+from mednet_pvs.inference.engine import InferenceSettings, Segmenter, paste_into_image
+from mednet_pvs.inference.preprocessing import preprocess_case
 from mednet_pvs.metrics import evaluate, find_cases
 from mednet_pvs.metrics.report import write_evaluation
 from mednet_pvs.models.registry import resolve_model
@@ -35,27 +36,33 @@ from mednet_pvs.regions.lut import REGIONS
 from mednet_pvs.stats.clusters import pvs_mask, voxel_volume
 from mednet_pvs.synth import write_dataset
 from mednet_pvs.synth.config import SynthConfig
+from mednet_pvs.train.prepare import network_label
 
 LOGGER = logging.getLogger("evaluate_heldout")
 TRUTH = Path("derivatives") / "groundtruth"
 FRANGI_THRESHOLDS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4)
 SUMMARY_REGIONS = ("whole_brain", "white_matter", "centrum_semiovale", "basal_ganglia")
-Segment = Callable[[np.ndarray, tuple[float, float, float], np.ndarray, np.ndarray], np.ndarray]
+# (image, voxel size, brain, rated regions, true PVS) -> PVS probability; only the oracle reads the truth
+Segment = Callable[[np.ndarray, tuple[float, float, float], np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def _canonical(path: Path) -> np.ndarray:
+    """The voxels of a label image in its closest RAS+ orientation (the conformed grid)."""
+    return np.asarray(nib.as_closest_canonical(nib.load(path)).dataobj)
 
 
 def _inputs(
     dataset: Path, subject: str, contrast: str
-) -> tuple[nib.Nifti1Image, nib.Nifti1Image, np.ndarray, np.ndarray]:
-    """(image as stored, conformed image, brain mask, rated-region mask); masks on the conformed grid."""
+) -> tuple[nib.Nifti1Image, nib.Nifti1Image, np.ndarray, np.ndarray, np.ndarray]:
+    """(image as stored, conformed image, brain, rated-region and true PVS masks on the conformed grid)."""
     raw = nib.load(dataset / subject / "anat" / f"{subject}_{contrast}.nii.gz")
     truth = dataset / TRUTH / subject / "anat"
     image = conform(raw)
-    aseg = np.asarray(nib.as_closest_canonical(nib.load(truth / f"{subject}_desc-aseg_dseg.nii.gz")).dataobj)
-    regions = np.asarray(
-        nib.as_closest_canonical(nib.load(truth / f"{subject}_seg-pvsregions_dseg.nii.gz")).dataobj
-    )
+    aseg = _canonical(truth / f"{subject}_desc-aseg_dseg.nii.gz")
+    regions = _canonical(truth / f"{subject}_seg-pvsregions_dseg.nii.gz")
     rated = np.isin(regions, [r.index for r in REGIONS if r.structure != "other"])
-    return raw, image, aseg > 0, rated
+    pvs = _canonical(truth / f"{subject}_desc-pvs_mask.nii.gz") > 0
+    return raw, image, aseg > 0, rated, pvs
 
 
 def _write_mask(mask: np.ndarray, raw: nib.Nifti1Image, path: Path) -> None:
@@ -68,17 +75,33 @@ def _segment_all(
     dataset: Path, subjects: list[str], contrast: str, probability: Segment, threshold: float, out: Path
 ) -> None:
     for subject in subjects:
-        raw, image, brain, rated = _inputs(dataset, subject, contrast)
+        raw, image, brain, rated, truth = _inputs(dataset, subject, contrast)
         data = np.asarray(image.dataobj, np.float32) * brain
         spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
-        prob = probability(data, spacing, brain, rated)
+        prob = probability(data, spacing, brain, rated, truth)
         mask = pvs_mask(prob, threshold, 2.0, voxel_volume(image.affine), brain)
         _write_mask(mask, raw, out / subject / "anat" / f"{subject}_desc-pvs_mask.nii.gz")
 
 
 def _frangi(contrast: str) -> Segment:
-    def probability(data, spacing, brain, rated):  # type: ignore[no-untyped-def]
+    def probability(data, spacing, brain, rated, truth):  # type: ignore[no-untyped-def]
         return frangi_vesselness(data, spacing, brain, contrast, FrangiParameters(), restrict_mask=rated)
+
+    return probability
+
+
+def _oracle(spacing_mm: float) -> Segment:
+    """A perfect network working at ``spacing_mm``: its training target there, mapped back by the engine.
+
+    The truth goes through the training preparation (crop, nnU-Net v1's label resampling) and the
+    engine's export (linear resampling to the image grid), so its score is the ceiling of any model
+    at that network spacing.
+    """
+
+    def probability(data, spacing, brain, rated, truth):  # type: ignore[no-untyped-def]
+        case = preprocess_case(data[None], np.asarray(spacing), np.full(3, spacing_mm), True)
+        target = network_label(truth, case, (0, 1, 2))[0].astype(np.float32)
+        return paste_into_image(np.stack([1.0 - target, target]), case, data.shape, [0, 1, 2])[1]
 
     return probability
 
@@ -87,16 +110,15 @@ def _tune_frangi(train: Path, subjects: list[str], contrast: str) -> float:
     """The Frangi threshold with the best mean whole-brain Dice on training phantoms."""
     maps = {}
     for subject in subjects:
-        _, image, brain, rated = _inputs(train, subject, contrast)
+        _, image, brain, rated, truth = _inputs(train, subject, contrast)
         data = np.asarray(image.dataobj, np.float32) * brain
         spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
-        maps[subject] = (_frangi(contrast)(data, spacing, brain, rated), brain, voxel_volume(image.affine))
+        probability = _frangi(contrast)(data, spacing, brain, rated, truth)
+        maps[subject] = (probability, brain, voxel_volume(image.affine), truth)
     best, best_dice = FRANGI_THRESHOLDS[0], -1.0
     for threshold in FRANGI_THRESHOLDS:
         dices = []
-        for subject, (prob, brain, volume) in maps.items():
-            truth = train / TRUTH / subject / "anat" / f"{subject}_desc-pvs_mask.nii.gz"
-            reference = np.asarray(nib.as_closest_canonical(nib.load(truth)).dataobj) > 0
+        for prob, brain, volume, reference in maps.values():
             mask = pvs_mask(prob, threshold, 2.0, volume, brain)
             dices.append(2 * (mask & reference).sum() / max(mask.sum() + reference.sum(), 1))
         LOGGER.info("Frangi %s threshold %.2f: training Dice %.3f", contrast, threshold, np.mean(dices))
@@ -164,6 +186,14 @@ def main() -> None:
         default=True,
         help="also tune and evaluate the Frangi baseline (--no-frangi: the model alone)",
     )
+    parser.add_argument(
+        "--oracle-spacing",
+        type=float,
+        nargs="*",
+        default=[],
+        metavar="MM",
+        help="also score the truth mapped through a network grid of MM mm and back (a model's ceiling)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
@@ -181,17 +211,19 @@ def main() -> None:
         InferenceSettings(device="cpu", tta=args.tta, threads=args.threads, progress=False),
     )
 
-    def network(data, spacing, brain, rated):  # type: ignore[no-untyped-def]
+    def network(data, spacing, brain, rated, truth):  # type: ignore[no-untyped-def]
         return segmenter.predict(data, spacing)[1]
 
     rows, images = [], []
     for contrast in args.contrasts:
-        methods = [(model.card.name, network, model.card.threshold)]
+        methods = [("model", model.card.name, network, model.card.threshold)]
         if args.frangi:
             threshold = _tune_frangi(args.train_bids, train_subjects, contrast)
-            methods.append((f"frangi (threshold {threshold:.2f})", _frangi(contrast), threshold))
-        for method, probability, cut in methods:
-            folder = args.out / f"{'frangi' if method.startswith('frangi') else 'model'}-{contrast}"
+            methods.append(("frangi", f"frangi (threshold {threshold:.2f})", _frangi(contrast), threshold))
+        for mm in args.oracle_spacing:
+            methods.append((f"oracle{mm:g}mm", f"oracle at {mm:g} mm", _oracle(mm), 0.5))
+        for name, method, probability, cut in methods:
+            folder = args.out / f"{name}-{contrast}"
             _segment_all(dataset, subjects, contrast, probability, cut, folder / "masks")
             result = evaluate(find_cases(folder / "masks", dataset / TRUTH))
             write_evaluation(result, folder)

@@ -18,7 +18,7 @@ from mednet_pvs.models.networks import build_network
 from mednet_pvs.train.augment import Augmentation, PatchDataset, sampling_size, training_transforms
 from mednet_pvs.train.checkpoint import Checkpoint, checkpoint_json, load_checkpoint, save_checkpoint
 from mednet_pvs.train.data import Sample, find_labelled_images, read_label
-from mednet_pvs.train.prepare import Preprocessing, prepare_case
+from mednet_pvs.train.prepare import Preprocessing, network_label, prepare_case
 from mednet_pvs.train.splits import load_or_create_splits, make_splits
 from mednet_pvs.train.thresholds import choose_threshold, threshold_scores
 from mednet_pvs.train.trainer import build_loss, deep_supervision_weights
@@ -380,3 +380,21 @@ def test_budget_stops_on_time_or_epoch_count():
     counted = Budget(max_epochs=2)
     counted.epochs_run = 2
     assert not counted.allows_epoch(0.0)
+
+
+def test_network_label_maps_a_mask_into_the_cases_network_space() -> None:
+    image = np.zeros((20, 20, 20), np.float32)
+    image[2:18, 2:18, 2:18] = 1.0  # the non-zero box the engine crops to
+    mask = np.zeros((20, 20, 20), np.uint8)
+    mask[6:10, 6:10, 6:10] = 1
+    same = preprocess_case(image[None], np.ones(3), np.ones(3), True)
+    np.testing.assert_array_equal(network_label(mask, same, (0, 1, 2))[0], mask[2:18, 2:18, 2:18])
+    coarse = preprocess_case(image[None], np.ones(3), np.full(3, 2.0), True)  # 16^3 crop -> 8^3
+    expected = np.zeros((8, 8, 8), np.uint8)
+    expected[2:4, 2:4, 2:4] = 1  # crop voxels 4-7 -> network voxels 2-3
+    np.testing.assert_array_equal(network_label(mask, coarse, (0, 1, 2))[0], expected)
+    # the model's axis order (z, y, x) puts a mask elongated along x on the last network axis
+    long = np.zeros((20, 20, 20), np.uint8)
+    long[4:16, 8, 8] = 1
+    along = network_label(long, same, (2, 1, 0))[0].nonzero()
+    assert [np.ptp(a) for a in along] == [0, 0, 11]

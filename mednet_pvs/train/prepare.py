@@ -20,11 +20,23 @@ from pathlib import Path
 import numpy as np
 
 # _separate_z_axis is the engine's own rule for anisotropic resampling; labels must follow it too
-from mednet_pvs.inference.preprocessing import _separate_z_axis, preprocess_case, resample_to_shape
+from mednet_pvs.inference.preprocessing import (
+    CroppedCase,
+    _separate_z_axis,
+    preprocess_case,
+    resample_to_shape,
+)
 from mednet_pvs.train.data import Sample, TrainingCase
 from mednet_pvs.utils.atomic import atomic_path, write_json
 
-__all__ = ["PREPARATION_VERSION", "PreparedCase", "Preprocessing", "prepare_cached", "prepare_case"]
+__all__ = [
+    "PREPARATION_VERSION",
+    "PreparedCase",
+    "Preprocessing",
+    "network_label",
+    "prepare_cached",
+    "prepare_case",
+]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -64,21 +76,29 @@ def _subsample(indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(indices, MAX_SAMPLING_INDICES, replace=False))
 
 
+def network_label(label: np.ndarray, case: CroppedCase, axes: Sequence[int]) -> np.ndarray:
+    """A conformed (X, Y, Z) mask in ``case``'s network space, (1, ...) uint8: nnU-Net v1's label resampling.
+
+    This is the training target; a network that reproduced it exactly is the best any model working
+    at ``case.target_spacing`` can do.
+    """
+    cropped = np.transpose(label, list(axes))[case.bbox][None]
+    return resample_to_shape(
+        cropped,
+        np.array(case.data.shape[1:]),
+        is_labels=True,
+        order=1,
+        separate_z_axis=_separate_z_axis(case.original_spacing, case.target_spacing),
+    ).astype(np.uint8)
+
+
 def prepare_case(case_id: str, sample: Sample, settings: Preprocessing) -> PreparedCase:
     """Preprocess one sample as the engine would (image) and as nnU-Net v1 does for labels (mask)."""
     axes = list(settings.axes)
     image = np.transpose(sample.image, axes)[None].astype(np.float32)
     spacing = np.asarray(sample.spacing, float)[axes]
-    target = np.asarray(settings.spacing, float)
-    case = preprocess_case(image, spacing, target, settings.use_mask)
-    label = np.transpose(sample.label, axes)[case.bbox][None]
-    label = resample_to_shape(
-        label,
-        np.array(case.data.shape[1:]),
-        is_labels=True,
-        order=1,
-        separate_z_axis=_separate_z_axis(spacing, target),
-    ).astype(np.uint8)
+    case = preprocess_case(image, spacing, np.asarray(settings.spacing, float), settings.use_mask)
+    label = network_label(sample.label, case, axes)
     flat = label[0].ravel()
     rng = np.random.default_rng(int(hashlib.sha256(case_id.encode()).hexdigest()[:8], 16))
     return PreparedCase(
