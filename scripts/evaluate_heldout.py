@@ -149,13 +149,18 @@ def _summary(result_cases: pd.DataFrame, group: pd.DataFrame, method: str, contr
     return rows
 
 
-def _per_image(result_cases: pd.DataFrame, dataset: Path, method: str, contrast: str) -> pd.DataFrame:
-    """Whole-brain scores of every image beside its voxel size (mm)."""
-    part = result_cases[(result_cases.region == "whole_brain") & (result_cases.hemisphere == "bilateral")]
-    voxel = {}
-    for subject in part.participant_id:
+def _voxel_sizes(dataset: Path, subjects: list[str], contrast: str) -> dict[str, str]:
+    """Each subject's voxel size (mm) as stored, e.g. ``0.69x0.69x0.95``."""
+    sizes = {}
+    for subject in subjects:
         zooms = nib.load(dataset / subject / "anat" / f"{subject}_{contrast}.nii.gz").header.get_zooms()[:3]
-        voxel[subject] = "x".join(f"{float(z):.2f}" for z in zooms)
+        sizes[subject] = "x".join(f"{float(z):.2f}" for z in zooms)
+    return sizes
+
+
+def _per_image(result_cases: pd.DataFrame, voxel: dict[str, str], method: str, contrast: str) -> pd.DataFrame:
+    """Whole-brain scores of every image beside its voxel size (``voxel``: subject -> size)."""
+    part = result_cases[(result_cases.region == "whole_brain") & (result_cases.hemisphere == "bilateral")]
     return pd.DataFrame(
         {
             "subject": part.participant_id,
@@ -222,13 +227,14 @@ def main() -> None:
             methods.append(("frangi", f"frangi (threshold {threshold:.2f})", _frangi(contrast), threshold))
         for mm in args.oracle_spacing:
             methods.append((f"oracle{mm:g}mm", f"oracle at {mm:g} mm", _oracle(mm), 0.5))
+        voxel = _voxel_sizes(dataset, subjects, contrast)
         for name, method, probability, cut in methods:
             folder = args.out / f"{name}-{contrast}"
             _segment_all(dataset, subjects, contrast, probability, cut, folder / "masks")
             result = evaluate(find_cases(folder / "masks", dataset / TRUTH))
             write_evaluation(result, folder)
             rows += _summary(result.cases, result.group, method, contrast)
-            images.append(_per_image(result.cases, dataset, method, contrast))
+            images.append(_per_image(result.cases, voxel, method, contrast))
     table = pd.DataFrame(rows)
     table.to_csv(args.out / "summary.tsv", sep="\t", index=False, float_format="%.3f")
     per_image = pd.concat(images).pivot_table(
