@@ -9,10 +9,10 @@ benchmarks/frozen_graphs.py and inference_compare.py); outputs match eager mode 
 (tests/test_frozen.py).
 
 ``torch.jit.freeze`` and ``optimize_for_inference`` are deprecated in favour of ``torch.compile``,
-which on this CPU gained less per window (1.12x against 1.51x on the bundled model's windows) after
-a 20 s cold compile (benchmarks/frozen_graphs.py). If tracing or freezing fails (or a later PyTorch
-removes it), the eager network is used and the reason is logged; a graph that freezes but fails on
-its first window is replaced by the eager network the same way
+which on this CPU gained less per window on the bundled model's windows (1.12x, against 1.15-1.51x
+frozen over two runs) after a 20 s cold compile (benchmarks/frozen_graphs.py). If tracing or
+freezing fails (or a later PyTorch removes it), the eager network is used and the reason is logged;
+a graph that freezes but fails on its first window is replaced by the eager network the same way
 (:class:`mednet_pvs.inference.sliding_window.WindowPredictor`).
 """
 
