@@ -351,6 +351,23 @@ def test_phantom_generators_share_one_subject_across_contrasts():
         phantom_generators(["T2w"], {"no_such_field": 1})
 
 
+def test_a_pvs_free_case_gives_background_patches_without_warnings():
+    import warnings
+
+    data = make_phantom((32, 32, 32), seed=3).get_fdata().astype(np.float32)
+    prepared = prepare_case(
+        "empty",
+        Sample(data, np.zeros(data.shape, np.uint8), (1.0, 1.0, 1.0)),
+        Preprocessing((0, 1, 2), (1.0,) * 3, True),
+    )
+    assert prepared.foreground.size == 0
+    dataset = PatchDataset([prepared], training_transforms([16] * 3, Augmentation(), 1.0), np.array([[0, 5]]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image, label = dataset[0]
+    assert image.shape == (1, 16, 16, 16) and int(label.sum()) == 0
+
+
 def test_patches_do_not_depend_on_loader_workers():
     from torch.utils.data import DataLoader
 

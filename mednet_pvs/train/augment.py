@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -183,7 +184,11 @@ class PatchDataset(Dataset):
             "foreground": np.asarray(case.foreground),
             "background": np.asarray(case.background),
         }
-        out = self.transforms(item)[0]
+        with warnings.catch_warnings():
+            # PVS-free subjects (burden "none") are meant to be there; MONAI then samples the patch from
+            # the background, which is what we want, but warns about it on every draw.
+            warnings.filterwarnings("ignore", message="Num foregrounds 0", category=UserWarning)
+            out = self.transforms(item)[0]
         image = torch.as_tensor(out["image"]).float().contiguous()
         label = torch.as_tensor(out["label"]).to(torch.uint8).contiguous()
         return image, label
