@@ -14,13 +14,16 @@ def test_default_model_is_bundled_verified_and_documented():
     model = resolve_model(None)
     assert model.origin == "bundled" and model.path == BUNDLED_MODELS_DIR / DEFAULT_MODEL
     model.card.verify(model.path)  # sha256 of every fold
-    assert model.card.contrasts == ["T2w"]  # trained on T1w too, but found no PVS there (docs/training.md)
-    assert sorted(model.card.provenance["training"]["contrasts"]) == ["T1w", "T2w"]
+    assert model.card.contrasts == ["T2w"]  # 1.0.0 learned T1w too and found no PVS there (docs/training.md)
     assert "synthetic" in model.card.description.lower()
     training = model.card.provenance["training"]
+    assert training["contrasts"] == ["T2w"] and training["config"]["spacing"] == [0.7, 0.7, 0.7]
+    assert model.card.spacing == [0.7, 0.7, 0.7]  # a 1 mm network cannot reach the targets (docs/training.md)
+    assert training["initialisation"]["method"] == "finetune"
+    assert training["initialisation"]["source"]["version"] == "1.0.0"
     assert len(training["synthetic"]["seeds"]) == 50 and training["config"]["synthetic_seed"] == 3002
     assert 0.0 < model.card.threshold < 1.0
-    assert model.card.metrics["validation"]["folds"]["0"]["n_cases"] == 20
+    assert model.card.metrics["validation"]["folds"]["0"]["n_cases"] == 10
     weights = sum(p.stat().st_size for p in model.path.glob("fold_*.safetensors"))
     assert weights < 5 * 2**20  # float16, small enough for the wheel and the image
 
