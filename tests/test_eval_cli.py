@@ -90,6 +90,22 @@ def test_counts_and_detection_per_region_with_a_missed_pvs(tmp_path):
     assert whole.dice == pytest.approx(2 * 40 / 88)
 
 
+def test_a_region_without_any_hd95_gives_nan_without_warnings(tmp_path):
+    import warnings
+
+    truth = _dataset(tmp_path, {"01": (4, 2)})
+    mask, _ = _reference(4, 2)
+    prediction = mask.copy()
+    prediction[16:] = 0  # every right-hemisphere PVS missed: HD95 undefined there
+    pred = _save(prediction, tmp_path / "pred" / "sub-01" / "anat" / "sub-01_desc-pvs_mask.nii.gz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = evaluate(find_cases(pred.parents[2], truth))
+    group = result.group.set_index(["region", "hemisphere"])
+    assert np.isnan(group.loc[("centrum_semiovale", "right"), "hd95_median_mm"])
+    assert group.loc[("centrum_semiovale", "left"), "hd95_median_mm"] == 0.0
+
+
 def test_distractor_hits_are_reported(tmp_path):
     truth = _dataset(tmp_path, {"01": (1, 0)})
     distractors = np.zeros(SHAPE, np.uint8)

@@ -506,7 +506,7 @@ def group_agreement(cases: pd.DataFrame) -> pd.DataFrame:
                 "dice_sd": scored.dice.std(ddof=1) if len(scored) > 1 else float("nan"),
                 "any_f1_mean": scored.any_f1.mean(),
                 "iou_f1_mean": scored.iou_f1.mean(),
-                "hd95_median_mm": scored.hd95_mm.median(),
+                "hd95_median_mm": scored.hd95_mm.dropna().median(),  # NaN without a numpy warning if none
                 "count_spearman_rho": count_rho,
                 "count_spearman_p": count_p,
                 "count_ccc": lin_ccc(part.n_pred, part.n_ref),
