@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from mednet_pvs.metrics.agreement import spearman
 from mednet_pvs.reports import html
 from mednet_pvs.stats.group import (
     GROUP_LONG_NAME,
@@ -152,7 +153,7 @@ def _burden(tables: GroupTables) -> str:
             ax.scatter(x, y, s=8, alpha=0.5, color="#2d5277")
             valid = x.notna() & y.notna()
             if valid.sum() >= 3:
-                rho = pd.Series(x[valid]).rank().corr(pd.Series(y[valid]).rank())
+                rho, _ = spearman(x[valid], y[valid])
                 ax.set_title(f"Spearman ρ = {rho:.2f} (n = {int(valid.sum())})", fontsize=8)
             ax.set_xlabel(column, fontsize=8)
             ax.set_ylabel(label, fontsize=8)
