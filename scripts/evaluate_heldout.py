@@ -20,6 +20,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -42,8 +43,22 @@ LOGGER = logging.getLogger("evaluate_heldout")
 TRUTH = Path("derivatives") / "groundtruth"
 FRANGI_THRESHOLDS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4)
 SUMMARY_REGIONS = ("whole_brain", "white_matter", "centrum_semiovale", "basal_ganglia")
-# (image, voxel size, brain, rated regions, true PVS) -> PVS probability; only the oracle reads the truth
-Segment = Callable[[np.ndarray, tuple[float, float, float], np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+class Phantom(NamedTuple):
+    """One held-out or training image and its truth; arrays on the conformed (RAS+) grid."""
+
+    raw: nib.Nifti1Image  # the image as stored, whose grid the written masks take
+    data: np.ndarray  # conformed voxels inside the brain, float32
+    spacing: tuple[float, float, float]
+    voxel_mm3: float
+    brain: np.ndarray
+    rated: np.ndarray  # voxels of the rated regions (all but "other")
+    truth: np.ndarray  # true PVS
+
+
+# phantom -> PVS probability on its conformed grid; only the oracle reads the truth
+Segment = Callable[[Phantom], np.ndarray]
 
 
 def _canonical(path: Path) -> np.ndarray:
@@ -51,18 +66,21 @@ def _canonical(path: Path) -> np.ndarray:
     return np.asarray(nib.as_closest_canonical(nib.load(path)).dataobj)
 
 
-def _inputs(
-    dataset: Path, subject: str, contrast: str
-) -> tuple[nib.Nifti1Image, nib.Nifti1Image, np.ndarray, np.ndarray, np.ndarray]:
-    """(image as stored, conformed image, brain, rated-region and true PVS masks on the conformed grid)."""
+def _load_phantom(dataset: Path, subject: str, contrast: str) -> Phantom:
     raw = nib.load(dataset / subject / "anat" / f"{subject}_{contrast}.nii.gz")
     truth = dataset / TRUTH / subject / "anat"
     image = conform(raw)
-    aseg = _canonical(truth / f"{subject}_desc-aseg_dseg.nii.gz")
+    brain = _canonical(truth / f"{subject}_desc-aseg_dseg.nii.gz") > 0
     regions = _canonical(truth / f"{subject}_seg-pvsregions_dseg.nii.gz")
-    rated = np.isin(regions, [r.index for r in REGIONS if r.structure != "other"])
-    pvs = _canonical(truth / f"{subject}_desc-pvs_mask.nii.gz") > 0
-    return raw, image, aseg > 0, rated, pvs
+    return Phantom(
+        raw=raw,
+        data=np.asarray(image.dataobj, np.float32) * brain,
+        spacing=tuple(float(z) for z in image.header.get_zooms()[:3]),
+        voxel_mm3=voxel_volume(image.affine),
+        brain=brain,
+        rated=np.isin(regions, [r.index for r in REGIONS if r.structure != "other"]),
+        truth=_canonical(truth / f"{subject}_desc-pvs_mask.nii.gz") > 0,
+    )
 
 
 def _write_mask(mask: np.ndarray, raw: nib.Nifti1Image, path: Path) -> None:
@@ -75,17 +93,15 @@ def _segment_all(
     dataset: Path, subjects: list[str], contrast: str, probability: Segment, threshold: float, out: Path
 ) -> None:
     for subject in subjects:
-        raw, image, brain, rated, truth = _inputs(dataset, subject, contrast)
-        data = np.asarray(image.dataobj, np.float32) * brain
-        spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
-        prob = probability(data, spacing, brain, rated, truth)
-        mask = pvs_mask(prob, threshold, 2.0, voxel_volume(image.affine), brain)
-        _write_mask(mask, raw, out / subject / "anat" / f"{subject}_desc-pvs_mask.nii.gz")
+        phantom = _load_phantom(dataset, subject, contrast)
+        mask = pvs_mask(probability(phantom), threshold, 2.0, phantom.voxel_mm3, phantom.brain)
+        _write_mask(mask, phantom.raw, out / subject / "anat" / f"{subject}_desc-pvs_mask.nii.gz")
 
 
 def _frangi(contrast: str) -> Segment:
-    def probability(data, spacing, brain, rated, truth):  # type: ignore[no-untyped-def]
-        return frangi_vesselness(data, spacing, brain, contrast, FrangiParameters(), restrict_mask=rated)
+    def probability(p: Phantom) -> np.ndarray:
+        parameters = FrangiParameters()
+        return frangi_vesselness(p.data, p.spacing, p.brain, contrast, parameters, restrict_mask=p.rated)
 
     return probability
 
@@ -98,10 +114,10 @@ def _oracle(spacing_mm: float) -> Segment:
     at that network spacing.
     """
 
-    def probability(data, spacing, brain, rated, truth):  # type: ignore[no-untyped-def]
-        case = preprocess_case(data[None], np.asarray(spacing), np.full(3, spacing_mm), True)
-        target = network_label(truth, case, (0, 1, 2))[0].astype(np.float32)
-        return paste_into_image(np.stack([1.0 - target, target]), case, data.shape, [0, 1, 2])[1]
+    def probability(p: Phantom) -> np.ndarray:
+        case = preprocess_case(p.data[None], np.asarray(p.spacing), np.full(3, spacing_mm), True)
+        target = network_label(p.truth, case, (0, 1, 2))[0].astype(np.float32)
+        return paste_into_image(np.stack([1.0 - target, target]), case, p.data.shape, [0, 1, 2])[1]
 
     return probability
 
@@ -110,17 +126,14 @@ def _tune_frangi(train: Path, subjects: list[str], contrast: str) -> float:
     """The Frangi threshold with the best mean whole-brain Dice on training phantoms."""
     maps = {}
     for subject in subjects:
-        _, image, brain, rated, truth = _inputs(train, subject, contrast)
-        data = np.asarray(image.dataobj, np.float32) * brain
-        spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
-        probability = _frangi(contrast)(data, spacing, brain, rated, truth)
-        maps[subject] = (probability, brain, voxel_volume(image.affine), truth)
+        phantom = _load_phantom(train, subject, contrast)
+        maps[subject] = (_frangi(contrast)(phantom), phantom)
     best, best_dice = FRANGI_THRESHOLDS[0], -1.0
     for threshold in FRANGI_THRESHOLDS:
         dices = []
-        for prob, brain, volume, reference in maps.values():
-            mask = pvs_mask(prob, threshold, 2.0, volume, brain)
-            dices.append(2 * (mask & reference).sum() / max(mask.sum() + reference.sum(), 1))
+        for prob, p in maps.values():
+            mask = pvs_mask(prob, threshold, 2.0, p.voxel_mm3, p.brain)
+            dices.append(2 * (mask & p.truth).sum() / max(mask.sum() + p.truth.sum(), 1))
         LOGGER.info("Frangi %s threshold %.2f: training Dice %.3f", contrast, threshold, np.mean(dices))
         if np.mean(dices) > best_dice:
             best, best_dice = threshold, float(np.mean(dices))
@@ -216,8 +229,8 @@ def main() -> None:
         InferenceSettings(device="cpu", tta=args.tta, threads=args.threads, progress=False),
     )
 
-    def network(data, spacing, brain, rated, truth):  # type: ignore[no-untyped-def]
-        return segmenter.predict(data, spacing)[1]
+    def network(p: Phantom) -> np.ndarray:
+        return segmenter.predict(p.data, p.spacing)[1]
 
     rows, images = [], []
     for contrast in args.contrasts:
