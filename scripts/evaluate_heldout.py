@@ -31,6 +31,7 @@ from mednet_pvs.inference.engine import InferenceSettings, Segmenter, paste_into
 from mednet_pvs.inference.preprocessing import preprocess_case
 from mednet_pvs.metrics import evaluate, find_cases
 from mednet_pvs.metrics.report import write_evaluation
+from mednet_pvs.metrics.voxel import voxel_counts
 from mednet_pvs.models.registry import resolve_model
 from mednet_pvs.preproc.conform import conform, to_native
 from mednet_pvs.regions.lut import REGIONS
@@ -123,7 +124,10 @@ def _oracle(spacing_mm: float) -> Segment:
 
 
 def _tune_frangi(train: Path, subjects: list[str], contrast: str) -> float:
-    """The Frangi threshold with the best mean whole-brain Dice on training phantoms."""
+    """The Frangi threshold with the best mean whole-brain Dice on training phantoms.
+
+    Dice as in the evaluation: a PVS-free phantom scores 1 when nothing is detected, 0 otherwise.
+    """
     maps = {}
     for subject in subjects:
         phantom = _load_phantom(train, subject, contrast)
@@ -133,7 +137,7 @@ def _tune_frangi(train: Path, subjects: list[str], contrast: str) -> float:
         dices = []
         for prob, p in maps.values():
             mask = pvs_mask(prob, threshold, 2.0, p.voxel_mm3, p.brain)
-            dices.append(2 * (mask & p.truth).sum() / max(mask.sum() + p.truth.sum(), 1))
+            dices.append(voxel_counts(mask, p.truth).dice)
         LOGGER.info("Frangi %s threshold %.2f: training Dice %.3f", contrast, threshold, np.mean(dices))
         if np.mean(dices) > best_dice:
             best, best_dice = threshold, float(np.mean(dices))
