@@ -81,3 +81,21 @@ def test_import_of_a_multi_task_folder_writes_one_model_per_task(home: Path) -> 
     assert (
         main(["remove", str(home / "task004_3dstratifiedsplits-mednext-l-k5")]) == 1
     )  # a path is not a stored name
+
+
+def test_a_local_folder_named_like_a_stored_model_wins_with_a_warning(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert main(["import", str(PINGU_TASK), "--name", "pingu-tiny"]) == 0
+    work = tmp_path / "work"
+    assert main(["import", str(PINGU_TASK), "--dest", str(work), "--name", "pingu-tiny"]) == 0
+    monkeypatch.chdir(work)
+    with caplog.at_level(logging.WARNING):
+        assert resolve_model("pingu-tiny").path == work / "pingu-tiny"
+    assert "'pingu-tiny' is a folder here" in caplog.text and "also a user model" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert resolve_model("./pingu-tiny").origin == "path"
+        monkeypatch.chdir(tmp_path)
+        assert resolve_model("pingu-tiny").origin == "user"
+    assert caplog.text == ""

@@ -2,11 +2,13 @@
 
 Lookup order for a name: the models bundled in the package (``mednet_pvs/data/models``), then
 ``$MEDNET_PVS_HOME/models`` (default ``~/.cache/mednet-pvs/models``). Anything containing a path
-separator, or an existing folder, is taken as a path.
+separator, or an existing folder, is taken as a path; a bare name that is both a folder here and a
+stored model is logged as a warning, since the folder wins.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ __all__ = [
 BUNDLED_MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
 #: Name of the bundled default model (docs/training.md: trained on synthetic phantoms only).
 DEFAULT_MODEL: str | None = "mednet-pvs-synth-s16"
+LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,14 @@ def _search_dirs() -> list[tuple[str, Path]]:
     return [("bundled", BUNDLED_MODELS_DIR), ("user", models_home())]
 
 
+def _stored(name: str) -> ResolvedModel | None:
+    for origin, folder in _search_dirs():
+        path = folder / name
+        if (path / CARD_NAME).is_file():
+            return ResolvedModel(path, ModelCard.load(path), origin)
+    return None
+
+
 def resolve_model(name_or_path: str | os.PathLike[str] | None) -> ResolvedModel:
     """Find a model by name (bundled, then user store) or by path, and read its card."""
     if name_or_path is None:
@@ -73,11 +84,24 @@ def resolve_model(name_or_path: str | os.PathLike[str] | None) -> ResolvedModel:
     if os.sep in text or text.startswith(".") or candidate.is_dir():
         if not (candidate / CARD_NAME).is_file():
             raise ModelError(f"{candidate}: not a model directory (no {CARD_NAME} inside)")
-        return ResolvedModel(candidate.resolve(), ModelCard.load(candidate), "path")
-    for origin, folder in _search_dirs():
-        path = folder / text
-        if (path / CARD_NAME).is_file():
-            return ResolvedModel(path, ModelCard.load(path), origin)
+        resolved = ResolvedModel(candidate.resolve(), ModelCard.load(candidate), "path")
+        stored = _stored(text) if text == candidate.name else None
+        if stored is not None and stored.path.resolve() != resolved.path:
+            LOGGER.warning(
+                "%r is a folder here (%s %s) and also a %s model (%s %s); using the folder (write ./%s to "
+                "mean the folder and silence this warning)",
+                text,
+                resolved.card.name,
+                resolved.card.version,
+                stored.origin,
+                stored.card.name,
+                stored.card.version,
+                text,
+            )
+        return resolved
+    stored = _stored(text)
+    if stored is not None:
+        return stored
     known = ", ".join(sorted(r.card.name for r in list_models())) or "none"
     raise ModelError(
         f"model {text!r} not found among the bundled models or in {models_home()} (known: {known}). "
