@@ -85,7 +85,7 @@ def _check_sessions(layout: object, subjects: list[str], sessions: list[str]) ->
 
 
 def _resolve_model(config: Config) -> tuple[Path | None, bool, list[str]]:
-    """(model directory, whether it runs on a GPU, the contrasts it was trained for)."""
+    """(model directory, whether it runs on a GPU, the contrasts it reads, inverted ones included)."""
     if config.method != "mednext":
         return None, False, []
     from mednet_pvs.inference.engine import resolve_device
@@ -105,7 +105,11 @@ def _resolve_model(config: Config) -> tuple[Path | None, bool, list[str]]:
         model.origin,
         device,
     )
-    return model.path, device.type == "cuda", list(model.card.contrasts)
+    if model.card.inverted_contrasts:
+        LOGGER.info(
+            "the model reads %s images with inverted intensities", "/".join(model.card.inverted_contrasts)
+        )
+    return model.path, device.type == "cuda", [*model.card.contrasts, *model.card.inverted_contrasts]
 
 
 def _preflight(
@@ -125,7 +129,7 @@ def _preflight(
         warn_on_contrast_mismatch(img, record.contrast, record.path)
         if contrasts and record.contrast not in contrasts:
             LOGGER.warning(
-                "%s: the model was trained on %s, not %s; results may be poor",
+                "%s: the model reads %s, not %s; results may be poor",
                 record.path,
                 "/".join(contrasts),
                 record.contrast,

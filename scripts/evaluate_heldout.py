@@ -50,6 +50,7 @@ class Phantom(NamedTuple):
     """One held-out or training image and its truth; arrays on the conformed (RAS+) grid."""
 
     raw: nib.Nifti1Image  # the image as stored, whose grid the written masks take
+    contrast: str
     data: np.ndarray  # conformed voxels inside the brain, float32
     spacing: tuple[float, float, float]
     voxel_mm3: float
@@ -75,6 +76,7 @@ def _load_phantom(dataset: Path, subject: str, contrast: str) -> Phantom:
     regions = _canonical(truth / f"{subject}_seg-pvsregions_dseg.nii.gz")
     return Phantom(
         raw=raw,
+        contrast=contrast,
         data=np.asarray(image.dataobj, np.float32) * brain,
         spacing=tuple(float(z) for z in image.header.get_zooms()[:3]),
         voxel_mm3=voxel_volume(image.affine),
@@ -234,7 +236,7 @@ def main() -> None:
     )
 
     def network(p: Phantom) -> np.ndarray:
-        return segmenter.predict(p.data, p.spacing)[1]
+        return segmenter.predict(p.data, p.spacing, p.contrast)[1]
 
     rows, images = [], []
     for contrast in args.contrasts:

@@ -282,6 +282,7 @@ def test_segmentation_node_is_a_gpu_node_on_cuda(tmp_path, tiny_model, use_gpu):
     workflow = init_segmentation_wf(config, "T2w", tiny_model, use_gpu=use_gpu)
     node = workflow.get_node("mednext")
     assert node.is_gpu_node() is use_gpu
+    assert node.inputs.contrast == "T2w"  # a contrast the card reads inverted is negated by the node
     assert node.n_procs == (1 if use_gpu else 3)
     card = ModelCard.load(tiny_model)
     assert node.mem_gb == segmentation_memory_gb(card.architecture, card.patch_size, use_gpu) >= 2.0

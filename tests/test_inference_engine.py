@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -229,6 +231,40 @@ def test_memory_reuse_changes_nothing(tiny_model: Path) -> None:
     with reuse_freed_memory(), reuse_freed_memory():  # nested use restores the defaults once, at the end
         outputs.append(Segmenter(tiny_model, card, settings).predict(image, (1.0, 1.0, 1.0)))
     assert np.array_equal(outputs[0], outputs[1]) and np.array_equal(outputs[1], outputs[2])
+
+
+def test_a_contrast_read_inverted_is_negated_before_the_network(tiny_model: Path) -> None:
+    card = dataclasses.replace(ModelCard.load(tiny_model), contrasts=["T2w"], inverted_contrasts=["T1w"])
+    image = np.asarray(make_phantom().dataobj, np.float32)
+    settings = InferenceSettings(device="cpu", tta=False, folds=[0], progress=False)
+    segmenter = Segmenter(tiny_model, card, settings)
+    as_t1w = segmenter.predict(image, (1.0, 1.0, 1.0), "T1w")
+    np.testing.assert_array_equal(as_t1w, segmenter.predict(-image, (1.0, 1.0, 1.0), "T2w"))
+    as_t2w = segmenter.predict(image, (1.0, 1.0, 1.0), "T2w")
+    assert np.abs(as_t1w - as_t2w).max() > 1e-3
+    np.testing.assert_array_equal(as_t2w, segmenter.predict(image, (1.0, 1.0, 1.0)))
+    with pytest.raises(ModelError, match=r"inverted_contrasts \['T2w'\] overlaps contrasts \['T2w'\]"):
+        ModelCard.from_dict({**card.to_dict(), "inverted_contrasts": ["T2w"]})
+
+
+def test_the_segmentation_interface_reads_its_contrast_as_the_card_says(tiny_model: Path, tmp_path: Path):
+    from mednet_pvs.interfaces.segmentation import ModelSegmentation
+
+    model = tmp_path / "t2w-model"
+    shutil.copytree(tiny_model, model)
+    card = dataclasses.replace(ModelCard.load(model), contrasts=["T2w"], inverted_contrasts=["T1w"])
+    card.save(model)
+    image = make_phantom()
+    image.to_filename(tmp_path / "brain.nii.gz")
+    node = ModelSegmentation(model_dir=str(model), in_file=str(tmp_path / "brain.nii.gz"), contrast="T1w")
+    node.inputs.tta, node.inputs.folds, node.inputs.device = False, [0], "cpu"
+    result = node.run(cwd=str(tmp_path))
+    assert result.outputs.model_info["inverted_contrasts"] == ["T1w"]
+    settings = InferenceSettings(device="cpu", tta=False, folds=[0], progress=False)
+    expected = Segmenter(model, card, settings).foreground_probability(
+        -np.asarray(image.dataobj, np.float32), (1.0, 1.0, 1.0)
+    )
+    np.testing.assert_allclose(nib.load(result.outputs.out_file).get_fdata(), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("axcodes", [("R", "A", "S"), ("L", "P", "S"), ("P", "I", "R")])

@@ -432,12 +432,15 @@ def test_corrupted_weights_are_refused_before_any_work(
     assert not (tmp_path / "out" / "sub-01").exists()
 
 
-def test_model_for_another_contrast_warns(small_dataset: Path, tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("inverted", [[], ["T2w"]])
+def test_model_for_another_contrast_warns(small_dataset: Path, tmp_path: Path, monkeypatch, inverted) -> None:
     from mednet_pvs.models.mednext import mednext_architecture
     from mednet_pvs.models.store import random_model
 
     arch = mednext_architecture("S", kernel_size=3, init_filters=4, deep_supervision=True)
-    model = random_model(tmp_path / "t1model", arch, contrasts=("T1w",), patch_size=(32, 32, 32))
+    model = random_model(
+        tmp_path / "t1model", arch, contrasts=("T1w",), inverted_contrasts=inverted, patch_size=(32, 32, 32)
+    )
     reached = []
     monkeypatch.setattr(
         "mednet_pvs.pipeline._run_workflow", lambda config, images, *a: reached.append(images)
@@ -445,7 +448,9 @@ def test_model_for_another_contrast_warns(small_dataset: Path, tmp_path: Path, m
     with captured_log() as lines:
         main([str(small_dataset), str(tmp_path / "out"), "participant", "--model", str(model), *FAST])
     source = _source(small_dataset, "01")
-    assert f"WARNING {source}: the model was trained on T1w, not T2w; results may be poor" in lines
+    warning = f"WARNING {source}: the model reads T1w, not T2w; results may be poor"
+    assert (warning in lines) is not inverted  # a contrast the card reads inverted is expected
+    assert ("INFO the model reads T2w images with inverted intensities" in lines) is bool(inverted)
     assert [r.path for r in reached[0]["01"]] == [source]  # a warning, not a refusal
 
 

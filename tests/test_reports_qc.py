@@ -62,6 +62,16 @@ def test_cluster_registration_contrast_and_resolution_flags():
     }
     assert {f.level for f in flags if f.code == "resolution"} == {"info"}
     assert any("2500 mm³" in f.message for f in flags)
+    (mismatch,) = [f.message for f in flags if f.code == "contrast_mismatch"]
+    assert mismatch == "The image is T1w but the model was trained on T2w: it is not validated for it."
+
+
+def test_a_contrast_the_model_reads_inverted_is_flagged_as_such():
+    regions, census = _tables(1300, 400, 0.004)
+    facts = {"contrast": "T1w", "model_contrasts": ["T2w"], "model_inverted_contrasts": ["T1w"]}
+    (flag,) = qc_flags(regions, census, facts)
+    assert (flag.code, flag.level) == ("contrast_mismatch", "warning")
+    assert "T2w: it reads it with inverted intensities, less accurately." in flag.message
 
 
 def test_failed_registration_qc_is_flagged_without_an_overlap_value():

@@ -94,7 +94,7 @@ def _summary(model: ResolvedModel) -> str:
     elif family == "generic_unet":
         family = "nnU-Net UNet"
     folds = ",".join(str(k) for k in card.folds)
-    contrasts = "/".join(card.contrasts)
+    contrasts = "/".join([*card.contrasts, *(f"{c}(inv)" for c in card.inverted_contrasts)])
     return f"{card.name:40s} {model.origin:8s} {family:18s} {contrasts:10s} folds {folds:10s} {model.path}"
 
 

@@ -138,15 +138,21 @@ class Segmenter:
         """Where the networks run now (CUDA can fall back to the CPU on out-of-memory)."""
         return self.predictor.device
 
-    def predict(self, image: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    def predict(
+        self, image: np.ndarray, spacing: tuple[float, float, float], contrast: str | None = None
+    ) -> np.ndarray:
         """Class probabilities (n_classes, X, Y, Z) float32 for a conformed (X, Y, Z) image.
 
-        Voxels outside the non-zero box get probability 1 for background, as in nnU-Net.
+        Voxels outside the non-zero box get probability 1 for background, as in nnU-Net. An image
+        of a contrast the card reads inverted is negated first (z-scoring commutes with negation).
         """
         card = self.card
         axes = list(card.axes)
+        image = np.asarray(image, np.float32)
+        if card.reads_inverted(contrast):
+            image = -image
         with reuse_freed_memory(self.settings.reuse_memory):
-            data = np.transpose(np.asarray(image, np.float32), axes)[None]
+            data = np.transpose(image, axes)[None]
             net_spacing = np.asarray(spacing, float)[axes]
             use_mask = bool(card.normalization.get("use_mask"))
             case = preprocess_case(
@@ -164,6 +170,8 @@ class Segmenter:
             )
             return paste_into_image(averaged, case, data.shape[1:], axes, logits=self.v2)
 
-    def foreground_probability(self, image: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    def foreground_probability(
+        self, image: np.ndarray, spacing: tuple[float, float, float], contrast: str | None = None
+    ) -> np.ndarray:
         """Probability that each voxel is PVS (1 - background), float32 (X, Y, Z)."""
-        return 1.0 - self.predict(image, spacing)[0]
+        return 1.0 - self.predict(image, spacing, contrast)[0]

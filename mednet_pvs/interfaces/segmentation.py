@@ -26,6 +26,7 @@ class _ModelInputSpec(BaseInterfaceInputSpec):
     model_dir = traits.Directory(
         exists=True, mandatory=True, desc="model directory (model.json + safetensors)"
     )
+    contrast = traits.Str(desc="BIDS suffix of the image (a contrast the card reads inverted is negated)")
     device = traits.Str("auto", usedefault=True, desc="auto, cpu, cuda or cuda:N")
     tta = traits.Bool(True, usedefault=True, desc="mirroring test-time augmentation")
     folds = traits.List(traits.Int, desc="folds to ensemble (default all)")
@@ -60,14 +61,16 @@ class ModelSegmentation(SimpleInterface):
             progress=False,
         )
         segmenter = Segmenter(self.inputs.model_dir, card, settings)
+        contrast = self.inputs.contrast or None
         probability = segmenter.foreground_probability(
-            np.asarray(img.dataobj, dtype=np.float32), img.header.get_zooms()[:3]
+            np.asarray(img.dataobj, dtype=np.float32), img.header.get_zooms()[:3], contrast
         )
         self._results["out_file"] = _save_probability(runtime, probability, img)
         self._results["model_info"] = {
             "name": card.name,
             "version": card.version,
             "contrasts": card.contrasts,
+            "inverted_contrasts": card.inverted_contrasts,
             "folds": segmenter.folds,
             "device": str(segmenter.device),
             "tta": self.inputs.tta,

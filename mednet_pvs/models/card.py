@@ -1,9 +1,10 @@
 """The model directory format: ``model.json`` (the model card) plus ``fold_<k>.safetensors``.
 
 A model directory is portable and holds no pickles. ``model.json`` describes everything inference
-needs (architecture, input contrasts, labels, spacing, normalisation, patch size, folds, threshold)
-and where the weights came from (provenance, licence, training data, metrics), with the sha256 of
-every weight file so that a corrupted or substituted file is refused before it is loaded.
+needs (architecture, input contrasts and those it reads inverted, labels, spacing, normalisation,
+patch size, folds, threshold) and where the weights came from (provenance, licence, training data,
+metrics), with the sha256 of every weight file so that a corrupted or substituted file is refused
+before it is loaded.
 
 Axis convention: ``axes`` is the permutation from the conformed (RAS+, x/y/z) image array to the
 array the network sees; ``spacing``, ``patch_size`` and ``mirror_axes`` are in network axis order.
@@ -63,6 +64,9 @@ class ModelCard:
     metrics: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    #: Contrasts read with negated intensities: PVS and CSF are dark on T1w and bright on T2w, and
+    #: the negated z-scored T1w orders CSF > grey > white matter as T2w does, so a T2w model can read it.
+    inverted_contrasts: list[str] = field(default_factory=list)
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
@@ -90,6 +94,10 @@ class ModelCard:
             problems.append(f"normalization scheme {self.normalization.get('scheme')!r} is not supported")
         if any(axis not in (0, 1, 2) for axis in self.mirror_axes):
             problems.append(f"mirror_axes {self.mirror_axes} must be among 0, 1, 2")
+        if set(self.inverted_contrasts) & set(self.contrasts):
+            problems.append(
+                f"inverted_contrasts {self.inverted_contrasts} overlaps contrasts {self.contrasts}"
+            )
         if not 0.0 < self.threshold < 1.0:
             problems.append(f"threshold {self.threshold} must be in (0, 1)")
         if not 0.0 < self.step_size <= 1.0:
@@ -157,6 +165,10 @@ class ModelCard:
                     f"{path}: sha256 mismatch (expected {expected[:12]}..., found {actual[:12]}...); "
                     "the file is corrupted or was replaced. Re-import or re-download the model."
                 )
+
+    def reads_inverted(self, contrast: str | None) -> bool:
+        """Whether images of ``contrast`` are negated before they reach the network."""
+        return contrast in self.inverted_contrasts
 
     @property
     def foreground_labels(self) -> list[int]:

@@ -184,6 +184,7 @@ def image_facts(image: ImageOutputs) -> dict[str, Any]:
         "model": pick("model", _find(model, "name"), config.get("model")),
         "model_version": pick("model_version", _find(model, "version")),
         "model_contrasts": pick("model_contrasts", _find(model, "contrasts")),
+        "model_inverted_contrasts": pick("model_inverted_contrasts", _find(model, "inverted_contrasts")),
         "model_provenance": pick("model_provenance", _find(model, "provenance")),
         "device": pick("device", _find(model, "device"), config.get("device")),
         "tta": pick("tta", _find(model, "tta"), config.get("tta")),

@@ -131,11 +131,17 @@ def qc_flags(
     contrast, trained_on = facts.get("contrast"), facts.get("model_contrasts")
     known = contrast and isinstance(trained_on, (list, tuple)) and trained_on
     if known and contrast not in trained_on:
+        read_inverted = contrast in (facts.get("model_inverted_contrasts") or ())
+        how = (
+            "reads it with inverted intensities, less accurately"
+            if read_inverted
+            else "is not validated for it"
+        )
         flag(
             "warning",
             "contrast_mismatch",
             f"The image is {contrast} but the model was trained on {', '.join(map(str, trained_on))}: "
-            "its output is not validated for this contrast.",
+            f"it {how}.",
         )
     if zooms is not None:
         zooms = np.asarray(zooms, float)

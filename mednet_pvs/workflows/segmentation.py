@@ -37,6 +37,7 @@ def init_segmentation_wf(
         segment = pe.Node(
             ModelSegmentation(
                 model_dir=str(model_dir),
+                contrast=contrast,
                 device=config.device,
                 tta=config.tta,
                 folds=config.folds,
