@@ -60,7 +60,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]
     base = tmp_path_factory.mktemp("train")
     bids = _bids(base / "bids")
     model = base / "tiny-pvs"
-    assert main([str(bids), str(model), *TINY, "--save-dtype", "float16"]) == 0
+    assert main([str(bids), str(model), *TINY, "--save-dtype", "float16", "--inverted-contrasts", "T1w"]) == 0
     return bids, model, base / "tiny-pvs.work"
 
 
@@ -69,6 +69,7 @@ def test_model_directory_loads_and_predicts(trained):
     resolved = resolve_model(str(model))
     card = resolved.card
     assert card.folds == [0, 1] and card.contrasts == ["T2w"] and card.patch_size == [32, 32, 32]
+    assert card.inverted_contrasts == ["T1w"]
     assert card.architecture["init_filters"] == 4 and card.spacing == [1.0, 1.0, 1.0]
     assert card.threshold in DEFAULT_THRESHOLDS
     assert load_file(str(model / "fold_0.safetensors"))["stem.weight"].dtype == torch.float16
@@ -218,6 +219,8 @@ def test_usage_errors_exit_2_and_name_the_problem(tmp_path, capsys):
         ]
     )
     assert "model 'no-such-model' not found" in err
+    err = fails([str(bids), str(tmp_path / "o4"), *TINY, "--inverted-contrasts", "T2w"])
+    assert "--inverted-contrasts ['T2w'] overlaps --contrasts ['T2w']" in err
     if not torch.cuda.is_available():
         assert "no CUDA GPU is available" in fails(
             [str(bids), str(tmp_path / "o3"), *TINY, "--device", "cuda"]

@@ -235,6 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add(output, "--model-version", default="1.0.0")
     _add(output, "--licence", default="unspecified", help="licence of the weights, recorded in model.json")
     _add(output, "--description", default="")
+    _add(
+        output,
+        "--inverted-contrasts",
+        nargs="+",
+        default=[],
+        metavar="SUFFIX",
+        help="contrasts the model will read with negated intensities (e.g. T1w for a T2w model), recorded "
+        "in model.json; measure them before you declare them (scripts/evaluate_heldout.py)",
+    )
 
     run = parser.add_argument_group("Execution")
     _add(

@@ -29,6 +29,7 @@ RESUMABLE_CHANGES = frozenset(
         "name",
         "model_version",
         "licence",
+        "inverted_contrasts",
         "description",
         "val_tta",
         "threshold_criterion",
@@ -85,6 +86,7 @@ class TrainConfig:
     model_version: str = "1.0.0"
     licence: str = "unspecified"
     description: str = ""
+    inverted_contrasts: list[str] = field(default_factory=list)  # recorded in the card, not trained
     # execution
     work_dir: Path | None = None  # default: <output_dir>.work beside the model
     resume: bool = False
@@ -160,6 +162,10 @@ class TrainConfig:
                 problems.append(f"--{name.replace('_', '-')} {getattr(self, name)} must be at least 1")
         if not self.contrasts:
             problems.append("--contrasts needs at least one contrast")
+        if set(self.inverted_contrasts) & set(self.contrasts):
+            problems.append(
+                f"--inverted-contrasts {self.inverted_contrasts} overlaps --contrasts {self.contrasts}"
+            )
         if problems:
             raise UsageError("; ".join(problems))
 

@@ -372,6 +372,7 @@ def _export(
         version=config.model_version,
         architecture=arch,
         contrasts=sorted({case.contrast for case in cases}, key=config.contrasts.index),
+        inverted_contrasts=list(config.inverted_contrasts),
         labels=dict(LABELS),
         spacing=[float(s) for s in run.spacing],
         patch_size=list(config.patch_size),
