@@ -106,6 +106,10 @@ def test_methods_text_describes_what_was_done_and_cites_it():
     assert cited[:3] == ["bids", "n4", "mednext"]
     assert {"potter", "strive", "ants"} <= set(cited) and set(cited) <= set(REFERENCES)
     assert "[2]" in text and f"[{len(cited)}]" in text
+    assert "inverted" not in text
+    inverted = {**facts, "contrast": "T1w", "model_contrasts": ["T2w"], "model_inverted_contrasts": ["T1w"]}
+    text = " ".join(methods_text(inverted)[0])
+    assert ", the T1w image read with inverted intensities by a model trained on T2w, averaging folds" in text
 
 
 def test_methods_text_does_not_claim_a_model_it_does_not_know():

@@ -141,6 +141,12 @@ def methods_text(facts: Mapping[str, Any], cited: list[str] | None = None) -> tu
             + f", a MedNeXt network {cite('mednext')} run with an nnU-Net-style sliding-window predictor "
             f"{cite('nnunet')} on MONAI {cite('monai')}"
         )
+        contrast = facts.get("contrast")
+        if contrast and contrast in (facts.get("model_inverted_contrasts") or ()):
+            trained_on = "/".join(facts.get("model_contrasts") or ()) or "another contrast"
+            segmentation += (
+                f", the {contrast} image read with inverted intensities by a model trained on {trained_on}"
+            )
         if facts.get("folds"):
             segmentation += f", averaging folds {_fmt(facts.get('folds'))}"
         if facts.get("tta") is not None:
