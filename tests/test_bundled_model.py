@@ -15,12 +15,13 @@ def test_default_model_is_bundled_verified_and_documented():
     assert model.origin == "bundled" and model.path == BUNDLED_MODELS_DIR / DEFAULT_MODEL
     model.card.verify(model.path)  # sha256 of every fold
     assert model.card.contrasts == ["T2w"]  # 1.0.0 learned T1w too and found no PVS there (docs/training.md)
+    assert model.card.inverted_contrasts == ["T1w"]  # measured on held-out T1w phantoms (docs/training.md)
     assert "synthetic" in model.card.description.lower()
     training = model.card.provenance["training"]
     assert training["contrasts"] == ["T2w"] and training["config"]["spacing"] == [0.7, 0.7, 0.7]
     assert model.card.spacing == [0.7, 0.7, 0.7]  # a 1 mm network cannot reach the targets (docs/training.md)
     assert training["initialisation"]["method"] == "finetune"
-    assert training["initialisation"]["source"]["version"] == "1.0.0"
+    assert training["initialisation"]["source"]["version"] == "1.1.0"  # itself fine-tuned from 1.0.0
     assert len(training["synthetic"]["seeds"]) == 50 and training["config"]["synthetic_seed"] == 3002
     assert 0.0 < model.card.threshold < 1.0
     assert model.card.metrics["validation"]["folds"]["0"]["n_cases"] == 10
