@@ -101,12 +101,9 @@ def _segment_all(
         _write_mask(mask, phantom.raw, out / subject / "anat" / f"{subject}_desc-pvs_mask.nii.gz")
 
 
-def _frangi(contrast: str) -> Segment:
-    def probability(p: Phantom) -> np.ndarray:
-        parameters = FrangiParameters()
-        return frangi_vesselness(p.data, p.spacing, p.brain, contrast, parameters, restrict_mask=p.rated)
-
-    return probability
+def _frangi(p: Phantom) -> np.ndarray:
+    parameters = FrangiParameters()
+    return frangi_vesselness(p.data, p.spacing, p.brain, p.contrast, parameters, restrict_mask=p.rated)
 
 
 def _oracle(spacing_mm: float) -> Segment:
@@ -133,7 +130,7 @@ def _tune_frangi(train: Path, subjects: list[str], contrast: str) -> float:
     maps = {}
     for subject in subjects:
         phantom = _load_phantom(train, subject, contrast)
-        maps[subject] = (_frangi(contrast)(phantom), phantom)
+        maps[subject] = (_frangi(phantom), phantom)
     best, best_dice = FRANGI_THRESHOLDS[0], -1.0
     for threshold in FRANGI_THRESHOLDS:
         dices = []
@@ -243,7 +240,7 @@ def main() -> None:
         methods = [("model", model.card.name, network, model.card.threshold)]
         if args.frangi:
             threshold = _tune_frangi(args.train_bids, train_subjects, contrast)
-            methods.append(("frangi", f"frangi (threshold {threshold:.2f})", _frangi(contrast), threshold))
+            methods.append(("frangi", f"frangi (threshold {threshold:.2f})", _frangi, threshold))
         for mm in args.oracle_spacing:
             methods.append((f"oracle{mm:g}mm", f"oracle at {mm:g} mm", _oracle(mm), 0.5))
         voxel = _voxel_sizes(dataset, subjects, contrast)
