@@ -237,7 +237,7 @@ def main() -> None:
 
     rows, images = [], []
     for contrast in args.contrasts:
-        methods = [("model", model.card.name, network, model.card.threshold)]
+        methods = [("model", model.card.name, network, model.card.threshold_for(contrast))]
         if args.frangi:
             threshold = _tune_frangi(args.train_bids, train_subjects, contrast)
             methods.append(("frangi", f"frangi (threshold {threshold:.2f})", _frangi, threshold))

@@ -247,12 +247,30 @@ def test_a_contrast_read_inverted_is_negated_before_the_network(tiny_model: Path
         ModelCard.from_dict({**card.to_dict(), "inverted_contrasts": ["T2w"]})
 
 
+def test_a_contrast_threshold_applies_to_its_contrast_only(tiny_model: Path) -> None:
+    card = dataclasses.replace(
+        ModelCard.load(tiny_model), contrasts=["T2w"], inverted_contrasts=["T1w"], threshold=0.4
+    )
+    card = ModelCard.from_dict({**card.to_dict(), "contrast_thresholds": {"T1w": 0.2}})
+    assert [card.threshold_for(c) for c in ("T1w", "T2w", None)] == [0.2, 0.4, 0.4]
+    with pytest.raises(ModelError, match=r"contrast_thresholds names 'FLAIR', which the model does not read"):
+        ModelCard.from_dict({**card.to_dict(), "contrast_thresholds": {"FLAIR": 0.2}})
+    with pytest.raises(ModelError, match=r"contrast_thresholds\['T1w'\] 1.5 must be in \(0, 1\)"):
+        ModelCard.from_dict({**card.to_dict(), "contrast_thresholds": {"T1w": 1.5}})
+
+
 def test_the_segmentation_interface_reads_its_contrast_as_the_card_says(tiny_model: Path, tmp_path: Path):
     from mednet_pvs.interfaces.segmentation import ModelSegmentation
 
     model = tmp_path / "t2w-model"
     shutil.copytree(tiny_model, model)
-    card = dataclasses.replace(ModelCard.load(model), contrasts=["T2w"], inverted_contrasts=["T1w"])
+    card = dataclasses.replace(
+        ModelCard.load(model),
+        contrasts=["T2w"],
+        inverted_contrasts=["T1w"],
+        threshold=0.5,
+        contrast_thresholds={"T1w": 0.15},
+    )
     card.save(model)
     image = make_phantom()
     image.to_filename(tmp_path / "brain.nii.gz")
@@ -260,6 +278,7 @@ def test_the_segmentation_interface_reads_its_contrast_as_the_card_says(tiny_mod
     node.inputs.tta, node.inputs.folds, node.inputs.device = False, [0], "cpu"
     result = node.run(cwd=str(tmp_path))
     assert result.outputs.model_info["inverted_contrasts"] == ["T1w"]
+    assert result.outputs.model_info["threshold"] == 0.15  # the T1w threshold, which PVSMask applies
     settings = InferenceSettings(device="cpu", tta=False, folds=[0], progress=False)
     expected = Segmenter(model, card, settings).foreground_probability(
         -np.asarray(image.dataobj, np.float32), (1.0, 1.0, 1.0)

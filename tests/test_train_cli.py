@@ -54,11 +54,21 @@ def _bids(
     return root
 
 
+def _add_t1w(bids: Path) -> None:
+    """Give every subject a T1w image: its T2w with intensities reversed inside the head (0 outside)."""
+    for t2w in sorted(bids.glob("sub-*/anat/*_T2w.nii.gz")):
+        img = nib.load(t2w)
+        data = img.get_fdata()
+        t1w = np.where(data > 0, data.max() + 100.0 - data, 0.0).astype(np.float32)
+        write_image(t2w.with_name(t2w.name.replace("_T2w", "_T1w")), nib.Nifti1Image(t1w, img.affine))
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """(bids, model, work) of a straight 2-fold, 2-epoch run with float16 export."""
     base = tmp_path_factory.mktemp("train")
     bids = _bids(base / "bids")
+    _add_t1w(bids)
     model = base / "tiny-pvs"
     assert main([str(bids), str(model), *TINY, "--save-dtype", "float16", "--inverted-contrasts", "T1w"]) == 0
     return bids, model, base / "tiny-pvs.work"
@@ -78,6 +88,13 @@ def test_model_directory_loads_and_predicts(trained):
         f["n_cases"] == 1 for f in validation["folds"].values()
     )
     assert all(0.0 <= f["dice"] <= 1.0 for f in validation["folds"].values())
+    # The reversed T1w, z-scored and negated, is exactly the T2w's network input: the same scores.
+    inverted = card.metrics["validation_inverted"]["T1w"]
+    assert {k: f["cases"] for k, f in inverted["folds"].items()} == {
+        k: {case.replace("_T2w", "_T1w"): v for case, v in f["cases"].items()}
+        for k, f in validation["folds"].items()
+    }
+    assert card.contrast_thresholds == {"T1w": card.threshold}
     training = card.provenance["training"]
     assert training["dataset"]["name"] == "tiny phantoms" and training["subjects"] == ["sub-01", "sub-02"]
     assert training["epochs_completed"] == {"0": 2, "1": 2} and training["complete"] is True
@@ -225,6 +242,19 @@ def test_usage_errors_exit_2_and_name_the_problem(tmp_path, capsys):
         assert "no CUDA GPU is available" in fails(
             [str(bids), str(tmp_path / "o3"), *TINY, "--device", "cuda"]
         )
+
+
+def test_an_inverted_contrast_without_images_keeps_the_main_threshold(tmp_path, caplog):
+    bids = _bids(tmp_path / "bids")  # T2w only
+    model = tmp_path / "out"
+    assert (
+        main([str(bids), str(model), *TINY, "--fold", "0", "--epochs", "1", "--inverted-contrasts", "T1w"])
+        == 0
+    )
+    card = resolve_model(str(model)).card
+    assert card.inverted_contrasts == ["T1w"] and card.contrast_thresholds == {}
+    assert "validation_inverted" not in card.metrics
+    assert "T1w is not validated read inverted" in caplog.text and "no T1w images found" in caplog.text
 
 
 def test_time_budget_too_short_for_an_epoch_writes_no_model(tmp_path, caplog):

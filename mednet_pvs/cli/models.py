@@ -120,7 +120,8 @@ def _info(name: str, as_json: bool) -> int:
     lines = [
         _summary(model),
         f"  description: {card.description}",
-        f"  labels: {card.labels}; threshold {card.threshold}",
+        f"  labels: {card.labels}; threshold {card.threshold}"
+        + "".join(f", {c} {t}" for c, t in card.contrast_thresholds.items()),
         f"  spacing {card.spacing} mm, patch {card.patch_size}, axes {card.axes}",
         f"  mirror axes {card.mirror_axes}, step {card.step_size}",
         f"  normalisation: {card.normalization}",

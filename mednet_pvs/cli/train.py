@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="SUFFIX",
         help="contrasts the model will read with negated intensities (e.g. T1w for a T2w model), recorded "
-        "in model.json; measure them before you declare them (scripts/evaluate_heldout.py)",
+        "in model.json; the validation subjects' labelled images of them set their own threshold",
     )
 
     run = parser.add_argument_group("Execution")

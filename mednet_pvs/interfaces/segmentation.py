@@ -74,7 +74,7 @@ class ModelSegmentation(SimpleInterface):
             "folds": segmenter.folds,
             "device": str(segmenter.device),
             "tta": self.inputs.tta,
-            "threshold": card.threshold,
+            "threshold": card.threshold_for(contrast),
             "architecture": card.architecture.get("family"),
             "provenance": card.provenance,
         }

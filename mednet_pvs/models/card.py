@@ -2,7 +2,7 @@
 
 A model directory is portable and holds no pickles. ``model.json`` describes everything inference
 needs (architecture, input contrasts and those it reads inverted, labels, spacing, normalisation,
-patch size, folds, threshold) and where the weights came from (provenance, licence, training data,
+patch size, folds, thresholds) and where the weights came from (provenance, licence, training data,
 metrics), with the sha256 of every weight file so that a corrupted or substituted file is refused
 before it is loaded.
 
@@ -67,6 +67,9 @@ class ModelCard:
     #: Contrasts read with negated intensities: PVS and CSF are dark on T1w and bright on T2w, and
     #: the negated z-scored T1w orders CSF > grey > white matter as T2w does, so a T2w model can read it.
     inverted_contrasts: list[str] = field(default_factory=list)
+    #: Thresholds of particular contrasts (e.g. one read inverted), tuned on their own validation
+    #: images; every other contrast takes ``threshold``.
+    contrast_thresholds: dict[str, float] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
@@ -100,6 +103,11 @@ class ModelCard:
             )
         if not 0.0 < self.threshold < 1.0:
             problems.append(f"threshold {self.threshold} must be in (0, 1)")
+        for contrast, value in self.contrast_thresholds.items():
+            if contrast not in (*self.contrasts, *self.inverted_contrasts):
+                problems.append(f"contrast_thresholds names {contrast!r}, which the model does not read")
+            if not 0.0 < value < 1.0:
+                problems.append(f"contrast_thresholds[{contrast!r}] {value} must be in (0, 1)")
         if not 0.0 < self.step_size <= 1.0:
             problems.append(f"step_size {self.step_size} must be in (0, 1]")
         if problems:
@@ -169,6 +177,10 @@ class ModelCard:
     def reads_inverted(self, contrast: str | None) -> bool:
         """Whether images of ``contrast`` are negated before they reach the network."""
         return contrast in self.inverted_contrasts
+
+    def threshold_for(self, contrast: str | None) -> float:
+        """The probability threshold of images of ``contrast``: its own if the card has one."""
+        return self.contrast_thresholds.get(contrast or "", self.threshold)
 
     @property
     def foreground_labels(self) -> list[int]:

@@ -250,9 +250,79 @@ def _validate(
     scores = {}
     for case in tqdm(cases, desc=f"validating fold {fold}", unit="case", disable=not config.progress):
         sample = store.load(case)
-        probability = segmenter.foreground_probability(sample.image, sample.spacing)
+        probability = segmenter.foreground_probability(sample.image, sample.spacing, case.contrast)
         scores[case.case_id] = threshold_scores(probability, sample.label, DEFAULT_THRESHOLDS)
     return scores
+
+
+def _tune_threshold(
+    per_fold: Mapping[int, Mapping[str, ThresholdScores]], card: ModelCard, config: TrainConfig
+) -> tuple[float, dict[str, Any], dict[str, Any] | None]:
+    """(threshold, validation metrics at it, how it was chosen) from the scores of every fold's cases."""
+    pooled = [s for scores in per_fold.values() for s in scores.values()]
+    threshold, selection = 0.5, None
+    if config.threshold_criterion != "none":
+        threshold, means = choose_threshold(pooled, config.threshold_criterion)
+        selection = {
+            "criterion": f"mean {config.threshold_criterion} over the validation cases of all folds",
+            "thresholds": list(DEFAULT_THRESHOLDS),
+            "means": [None if np.isnan(m) else round(float(m), 4) for m in means],
+        }
+    validation = {
+        "engine": {"tta": config.val_tta, "step_size": card.step_size, "weights": config.save_dtype},
+        "definitions": "voxel Dice/sensitivity/precision and 26-connected cluster detection (any-overlap "
+        "rule) as mednet-pvs-eval; means over the cases where each is defined",
+        "threshold": threshold,
+        "folds": {str(k): _summaries(v, threshold) for k, v in per_fold.items()},
+        "folds_at_0.5": {str(k): _summaries(s, 0.5, per_case=False) for k, s in per_fold.items()},
+    }
+    return threshold, validation, selection
+
+
+def _fold_scores(validation: Mapping[str, Any]) -> str:
+    folds = validation["folds"].items()
+    return "validation Dice / cluster F1 per fold: " + ", ".join(
+        f"{k}: {v['dice']} / {v['cluster_f1']}" for k, v in folds
+    )
+
+
+def _inverted_validation_cases(run: _Run, folds: Sequence[int]) -> dict[str, dict[int, list[TrainingCase]]]:
+    """contrast -> fold -> labelled BIDS images, of a contrast read inverted, of the validation subjects.
+
+    Only images of the BIDS dataset count (phantoms are generated for the trained contrasts alone); a
+    contrast without such images keeps the card's main threshold.
+    """
+    config = run.config
+    if not config.inverted_contrasts or config.bids_dir is None:
+        return {}
+    assert config.labels_dir is not None
+    by_id = {case.case_id: case for case in run.cases}
+    found: dict[str, dict[int, list[TrainingCase]]] = {}
+    for contrast in config.inverted_contrasts:
+        try:
+            images = find_labelled_images(
+                config.bids_dir,
+                config.labels_dir,
+                [contrast],
+                config.label_pattern,
+                config.participants or None,
+            )
+        except UsageError as exc:
+            LOGGER.warning("%s is not validated read inverted: %s", contrast, exc)
+            continue
+        per_fold = {}
+        for fold in folds:
+            subjects = {by_id[c].subject for c in run.splits[fold]["val"]}
+            listed = [case for case in images if case.subject in subjects]
+            if listed:
+                per_fold[fold] = listed
+        if per_fold:
+            found[contrast] = per_fold
+        else:
+            LOGGER.warning(
+                "%s: no labelled images of the validation subjects; it takes the main threshold", contrast
+            )
+    return found
 
 
 def _summaries(
@@ -397,32 +467,24 @@ def _export(
     }
     if not per_fold:
         return config.output_dir, None
-    pooled = [s for scores in per_fold.values() for s in scores.values()]
-    threshold = 0.5
-    if config.threshold_criterion != "none":
-        threshold, means = choose_threshold(pooled, config.threshold_criterion)
-        card.metrics["threshold_selection"] = {
-            "criterion": f"mean {config.threshold_criterion} over the validation cases of all folds",
-            "thresholds": list(DEFAULT_THRESHOLDS),
-            "means": [None if np.isnan(m) else round(float(m), 4) for m in means],
-        }
+    threshold, card.metrics["validation"], selection = _tune_threshold(per_fold, card, config)
+    if selection:
+        card.metrics["threshold_selection"] = selection
     card.threshold = threshold
-    card.metrics["validation"] = {
-        "engine": {"tta": config.val_tta, "step_size": card.step_size, "weights": config.save_dtype},
-        "definitions": "voxel Dice/sensitivity/precision and 26-connected cluster detection (any-overlap "
-        "rule) as mednet-pvs-eval; means over the cases where each is defined",
-        "threshold": threshold,
-        "folds": {str(k): _summaries(v, threshold) for k, v in per_fold.items()},
-        "folds_at_0.5": {str(k): _summaries(s, 0.5, per_case=False) for k, s in per_fold.items()},
-    }
+    for contrast, fold_cases in _inverted_validation_cases(run, card.folds).items():
+        scores = {
+            fold: _validate(config.output_dir, card, fold, listed, run.store, config)
+            for fold, listed in fold_cases.items()
+        }
+        own, validation, selection = _tune_threshold(scores, card, config)
+        card.contrast_thresholds[contrast] = own
+        card.metrics.setdefault("validation_inverted", {})[contrast] = {
+            **validation,
+            **({"threshold_selection": selection} if selection else {}),
+        }
+        LOGGER.info("%s read inverted: threshold %.2f; %s", contrast, own, _fold_scores(validation))
     card.save(config.output_dir)
-    LOGGER.info(
-        "threshold %.2f; validation Dice / cluster F1 per fold: %s",
-        threshold,
-        ", ".join(
-            f"{k}: {v['dice']} / {v['cluster_f1']}" for k, v in card.metrics["validation"]["folds"].items()
-        ),
-    )
+    LOGGER.info("threshold %.2f; %s", threshold, _fold_scores(card.metrics["validation"]))
     return config.output_dir, threshold
 
 
