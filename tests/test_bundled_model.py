@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mednet_pvs.cli.models import main as models_main
 from mednet_pvs.inference.engine import InferenceSettings, Segmenter
 from mednet_pvs.models.registry import BUNDLED_MODELS_DIR, DEFAULT_MODEL, default_model_name, resolve_model
 from tests.conftest import make_phantom
@@ -21,12 +22,22 @@ def test_default_model_is_bundled_verified_and_documented():
     assert training["contrasts"] == ["T2w"] and training["config"]["spacing"] == [0.7, 0.7, 0.7]
     assert model.card.spacing == [0.7, 0.7, 0.7]  # a 1 mm network cannot reach the targets (docs/training.md)
     assert training["initialisation"]["method"] == "finetune"
-    assert training["initialisation"]["source"]["version"] == "1.1.0"  # itself fine-tuned from 1.0.0
+    assert training["initialisation"]["source"]["version"] == "1.2.0"  # fine-tuned from 1.1.0, from 1.0.0
     assert len(training["synthetic"]["seeds"]) == 50 and training["config"]["synthetic_seed"] == 3002
     assert 0.0 < model.card.threshold < 1.0
     assert model.card.metrics["validation"]["folds"]["0"]["n_cases"] == 10
+    # T1w, read inverted, has its threshold from the 5 validation subjects' own T1w images
+    assert set(model.card.contrast_thresholds) == {"T1w"}
+    assert model.card.metrics["validation_inverted"]["T1w"]["folds"]["0"]["n_cases"] == 5
+    assert model.card.threshold_for("T1w") == model.card.contrast_thresholds["T1w"] != model.card.threshold
     weights = sum(p.stat().st_size for p in model.path.glob("fold_*.safetensors"))
     assert weights < 5 * 2**20  # float16, small enough for the wheel and the image
+
+
+def test_models_info_shows_the_threshold_of_each_contrast(capsys):
+    card = resolve_model(None).card
+    assert models_main(["info", DEFAULT_MODEL]) == 0
+    assert f"threshold {card.threshold}, T1w {card.contrast_thresholds['T1w']}" in capsys.readouterr().out
 
 
 def test_default_model_predicts_probabilities_on_the_input_grid():
