@@ -98,6 +98,9 @@ def test_model_directory_loads_and_predicts(trained):
     training = card.provenance["training"]
     assert training["dataset"]["name"] == "tiny phantoms" and training["subjects"] == ["sub-01", "sub-02"]
     assert training["epochs_completed"] == {"0": 2, "1": 2} and training["complete"] is True
+    assert set(training["training_seconds"]) == {"0", "1"} and all(
+        0.0 < t < training["seconds_this_invocation"] for t in training["training_seconds"].values()
+    )
     assert training["config"]["epochs"] == 2 and training["config"]["save_dtype"] == "float16"
     assert sorted(p.name for p in model.iterdir()) == [
         "fold_0.safetensors",
@@ -143,6 +146,8 @@ def test_resume_continues_exactly_where_a_straight_run_is(trained, tmp_path):
     reference = load_checkpoint(checkpoint_json(straight_work / "fold_0", "latest"))
     assert resumed.epoch == 2 and int(resumed.optimizer["state"][0]["step"]) == 4
     assert resumed.state["history"]["train_loss"] == reference.state["history"]["train_loss"]
+    seconds = json.loads((model / "model.json").read_text())["provenance"]["training"]["training_seconds"]
+    assert seconds == {"0": round(sum(resumed.state["history"]["seconds"]), 1)}  # both invocations' epochs
     assert all(torch.equal(resumed.model[k], reference.model[k]) for k in reference.model)
 
 

@@ -382,6 +382,8 @@ def _provenance(
         "device": str(run.device),
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "seconds_this_invocation": round(seconds, 1),
+        # the epochs of every invocation (a resume that trains nothing still reports the whole run)
+        "training_seconds": {str(k): round(float(sum(o.history["seconds"])), 1) for k, o in outcomes.items()},
         "contrasts": sorted({case.contrast for case in cases}),
         "n_cases": len(cases),
         "subjects": sorted({case.subject for case in cases}),
