@@ -297,6 +297,7 @@ def _inverted_validation_cases(run: _Run, folds: Sequence[int]) -> dict[str, dic
         return {}
     assert config.labels_dir is not None
     by_id = {case.case_id: case for case in run.cases}
+    validation_subjects = {fold: {by_id[c].subject for c in run.splits[fold]["val"]} for fold in folds}
     found: dict[str, dict[int, list[TrainingCase]]] = {}
     for contrast in config.inverted_contrasts:
         try:
@@ -311,8 +312,7 @@ def _inverted_validation_cases(run: _Run, folds: Sequence[int]) -> dict[str, dic
             LOGGER.warning("%s is not validated read inverted: %s", contrast, exc)
             continue
         per_fold = {}
-        for fold in folds:
-            subjects = {by_id[c].subject for c in run.splits[fold]["val"]}
+        for fold, subjects in validation_subjects.items():
             listed = [case for case in images if case.subject in subjects]
             if listed:
                 per_fold[fold] = listed
