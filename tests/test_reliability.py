@@ -546,9 +546,13 @@ def _argv(bids: Path, out: Path, work: Path, model: Path, *extra: str) -> list[s
 
 
 def _outputs(out: Path) -> dict[str, bytes]:
-    """NIfTI images and TSV tables of the participant (masks, probabilities, statistics)."""
+    """NIfTI images and TSV tables of the participant (masks, probabilities, statistics).
+
+    Hidden dot files are the atomic writers' temporaries (``.name.tsv.<id>.tmp.tsv``), not outputs;
+    pathlib's ``*`` matches them too.
+    """
     files = [*out.glob("sub-*/anat/*.nii.gz"), *out.glob("sub-*/anat/*.tsv")]
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(files)}
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(files) if not p.name.startswith(".")}
 
 
 #: the random model's probabilities inside the phantom: median 0.16, 99th percentile 0.29
