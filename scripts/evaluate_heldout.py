@@ -3,11 +3,13 @@
 Generates phantoms with seeds never used in training (``mednet-pvs-synth`` numbering), segments
 every contrast with the model (the app's inference engine, threshold and minimum cluster size) and
 with ``--method frangi`` (its threshold tuned per contrast on training phantoms, maximising the
-mean voxel Dice), then scores both with ``mednet-pvs-eval``'s metrics. The brain mask is the
-phantom's own anatomy (a perfect skull strip) and no N4 runs: the comparison isolates the
-segmentation step. Writes the masks, ``evaluation.tsv``/``.json``/``.html`` per method and contrast,
-``summary.tsv`` and ``per_image.tsv`` (whole-brain scores beside each image's voxel size), and
-prints the results tables of docs/training.md.
+mean voxel Dice), then scores both with ``mednet-pvs-eval``'s metrics. Both read the image as the
+app does after its skull strip of a brain-extracted input (the filled non-zero region, sulcal CSF
+included); no N4 runs: the comparison isolates the segmentation step. Writes the masks,
+``evaluation.tsv``/``.json``/``.html`` per method and contrast, ``summary.tsv`` and
+``per_image.tsv`` (whole-brain scores beside each image's voxel size),
+``detected_by_diameter.tsv`` (the share of true PVS each method touches, by diameter), and prints
+the results tables of docs/training.md.
 
     python scripts/evaluate_heldout.py --model mednet-pvs-synth-s16 --train-bids /work/train/synth_aniso \
         --out /work/eval_heldout
@@ -34,6 +36,7 @@ from mednet_pvs.metrics.report import write_evaluation
 from mednet_pvs.metrics.voxel import voxel_counts
 from mednet_pvs.models.registry import resolve_model
 from mednet_pvs.preproc.conform import conform, to_native
+from mednet_pvs.preproc.skullstrip import nonzero_brain_region
 from mednet_pvs.regions.lut import REGIONS
 from mednet_pvs.stats.clusters import pvs_mask, voxel_volume
 from mednet_pvs.synth import write_dataset
@@ -44,6 +47,7 @@ LOGGER = logging.getLogger("evaluate_heldout")
 TRUTH = Path("derivatives") / "groundtruth"
 FRANGI_THRESHOLDS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4)
 SUMMARY_REGIONS = ("whole_brain", "white_matter", "centrum_semiovale", "basal_ganglia")
+DIAMETER_BINS_MM = (0.0, 0.75, 1.0, 1.5, 2.0, 3.5)
 
 
 class Phantom(NamedTuple):
@@ -72,12 +76,18 @@ def _load_phantom(dataset: Path, subject: str, contrast: str) -> Phantom:
     raw = nib.load(dataset / subject / "anat" / f"{subject}_{contrast}.nii.gz")
     truth = dataset / TRUTH / subject / "anat"
     image = conform(raw)
-    brain = _canonical(truth / f"{subject}_desc-aseg_dseg.nii.gz") > 0
+    voxels = np.asarray(image.dataobj, np.float32)
+    # the app's skull strip of an already brain-extracted image: the filled non-zero region, which
+    # keeps the sulcal CSF (the anatomy's labels leave it out, and an image masked by them is one
+    # neither the network nor Frangi ever meets in the app)
+    brain = nonzero_brain_region(voxels)
+    if brain is None:
+        raise ValueError(f"{subject} {contrast}: the phantom does not look brain-extracted")
     regions = _canonical(truth / f"{subject}_seg-pvsregions_dseg.nii.gz")
     return Phantom(
         raw=raw,
         contrast=contrast,
-        data=np.asarray(image.dataobj, np.float32) * brain,
+        data=voxels * brain,
         spacing=tuple(float(z) for z in image.header.get_zooms()[:3]),
         voxel_mm3=voxel_volume(image.affine),
         brain=brain,
@@ -189,6 +199,32 @@ def _per_image(result_cases: pd.DataFrame, voxel: dict[str, str], method: str, c
     )
 
 
+def _detected_by_diameter(
+    dataset: Path, subjects: list[str], masks: Path, method: str, contrast: str
+) -> pd.DataFrame:
+    """Share of true PVS (those with mask voxels) that the masks touch, by PVS diameter (mm)."""
+    tables = []
+    for subject in subjects:
+        truth = dataset / TRUTH / subject / "anat"
+        morph = pd.read_csv(truth / f"{subject}_desc-pvs_morph.tsv", sep="\t")
+        instances = _canonical(truth / f"{subject}_desc-pvsinstances_dseg.nii.gz")
+        found = _canonical(masks / subject / "anat" / f"{subject}_desc-pvs_mask.nii.gz") > 0
+        morph = morph[morph.mask_voxels > 0]
+        tables.append(morph.assign(detected=morph.pvs_id.isin(np.unique(instances[found]))))
+    pvs = pd.concat(tables)
+    bins = pd.cut(pvs.diameter_mm, DIAMETER_BINS_MM)
+    grouped = pvs.groupby(bins, observed=True).detected
+    return pd.DataFrame(
+        {
+            "method": method,
+            "contrast": contrast,
+            "diameter_mm": [f"{b.left:g}-{b.right:g}" for b in grouped.mean().index],
+            "n_pvs": grouped.size().to_numpy(),
+            "detected": grouped.mean().to_numpy(),
+        }
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="model name or directory")
@@ -235,7 +271,7 @@ def main() -> None:
     def network(p: Phantom) -> np.ndarray:
         return segmenter.predict(p.data, p.spacing, p.contrast)[1]
 
-    rows, images = [], []
+    rows, images, by_diameter = [], [], []
     for contrast in args.contrasts:
         methods = [("model", model.card.name, network, model.card.threshold_for(contrast))]
         if args.frangi:
@@ -251,12 +287,17 @@ def main() -> None:
             write_evaluation(result, folder)
             rows += _summary(result.cases, result.group, method, contrast)
             images.append(_per_image(result.cases, voxel, method, contrast))
+            by_diameter.append(_detected_by_diameter(dataset, subjects, folder / "masks", method, contrast))
     table = pd.DataFrame(rows)
     table.to_csv(args.out / "summary.tsv", sep="\t", index=False, float_format="%.3f")
     per_image = pd.concat(images).pivot_table(
         index=["subject", "voxel_mm", "contrast"], columns="method", values=["dice", "any_f1"]
     )
     per_image.to_csv(args.out / "per_image.tsv", sep="\t", float_format="%.3f")
+    detection = pd.concat(by_diameter).pivot_table(
+        index=["contrast", "diameter_mm", "n_pvs"], columns="method", values="detected"
+    )
+    detection.to_csv(args.out / "detected_by_diameter.tsv", sep="\t", float_format="%.3f")
     print(
         f"{len(subjects)} held-out phantoms (base seed {args.seed}), TTA {'on' if args.tta else 'off'}; "
         + (f"Frangi tuned on {len(train_subjects)} training phantoms" if args.frangi else "model only")
@@ -264,6 +305,8 @@ def main() -> None:
     print(table.to_markdown(index=False, floatfmt=".3f"))
     print("\nwhole brain, per image:")
     print(per_image.to_markdown(floatfmt=".3f"))
+    print("\nshare of true PVS detected (any overlap), by diameter:")
+    print(detection.to_markdown(floatfmt=".3f"))
 
 
 if __name__ == "__main__":
