@@ -415,3 +415,33 @@ def test_network_label_maps_a_mask_into_the_cases_network_space() -> None:
     long[4:16, 8, 8] = 1
     along = network_label(long, same, (2, 1, 0))[0].nonzero()
     assert [np.ptp(a) for a in along] == [0, 0, 11]
+
+
+def test_a_generated_case_read_inverted_is_negated_and_shares_the_cached_phantom(tmp_path):
+    from mednet_pvs.train.data import SampleStore, generated_cases
+
+    calls = []
+
+    def generator(seed: int):
+        calls.append(seed)
+        image = np.arange(24, dtype=np.float32).reshape(2, 3, 4) + seed
+        return image, (image > 20).astype(np.uint8), (1.0, 1.0, 2.0)
+
+    (t1w,) = generated_cases([7], ["T1w"])
+    inverted = t1w.read_inverted()
+    assert inverted.case_id == "synth-7_T1w-inverted" and inverted.subject == t1w.subject
+    assert inverted.describe() == {
+        "case": "synth-7_T1w-inverted",
+        "contrast": "T1w",
+        "seed": 7,
+        "inverted": True,
+    }
+    assert inverted.as_stored() == t1w
+    store = SampleStore(tmp_path / "generated", {"T1w": generator})
+    read = store.load(inverted)
+    stored = store.load(t1w)
+    assert calls == [7]  # generated once, cached under the stored case's id
+    assert sorted(p.name for p in (tmp_path / "generated").iterdir()) == ["synth-7_T1w.npz"]
+    np.testing.assert_array_equal(read.image, -stored.image)
+    np.testing.assert_array_equal(read.label, stored.label)
+    assert read.spacing == stored.spacing == (1.0, 1.0, 2.0)

@@ -243,6 +243,8 @@ def test_usage_errors_exit_2_and_name_the_problem(tmp_path, capsys):
     assert "model 'no-such-model' not found" in err
     err = fails([str(bids), str(tmp_path / "o4"), *TINY, "--inverted-contrasts", "T2w"])
     assert "--inverted-contrasts ['T2w'] overlaps --contrasts ['T2w']" in err
+    err = fails([str(bids), str(tmp_path / "o5"), *TINY, "--train-inverted"])
+    assert "--train-inverted needs --inverted-contrasts" in err
     if not torch.cuda.is_available():
         assert "no CUDA GPU is available" in fails(
             [str(bids), str(tmp_path / "o3"), *TINY, "--device", "cuda"]
@@ -260,6 +262,43 @@ def test_an_inverted_contrast_without_images_keeps_the_main_threshold(tmp_path, 
     assert card.inverted_contrasts == ["T1w"] and card.contrast_thresholds == {}
     assert "validation_inverted" not in card.metrics
     assert "T1w is not validated read inverted" in caplog.text and "no T1w images found" in caplog.text
+
+
+def test_train_inverted_trains_on_negated_images_and_scores_them_apart(tmp_path):
+    bids = _bids(tmp_path / "bids")
+    _add_t1w(bids)
+    model = tmp_path / "out"
+    args = [*TINY, "--fold", "0", "--epochs", "1", "--inverted-contrasts", "T1w", "--train-inverted"]
+    assert main([str(bids), str(model), *args]) == 0
+    card = resolve_model(str(model)).card
+    assert card.contrasts == ["T2w"] and card.inverted_contrasts == ["T1w"]
+    training = card.provenance["training"]
+    assert training["contrasts"] == ["T2w"] and training["contrasts_trained_inverted"] == ["T1w"]
+    assert {c["case"]: c.get("inverted", False) for c in training["dataset"]["cases"]} == {
+        "sub-01_T2w": False,
+        "sub-02_T2w": False,
+        "sub-01_T1w-inverted": True,
+        "sub-02_T1w-inverted": True,
+    }
+    # a subject's T2w and inverted T1w share a fold; the main validation scores the T2w alone
+    splits = json.loads((tmp_path / "out.work" / "splits.json").read_text())
+    validation = card.metrics["validation"]["folds"]["0"]
+    inverted = card.metrics["validation_inverted"]["T1w"]["folds"]["0"]
+    assert sorted(splits["folds"][0]["val"]) == sorted([*validation["cases"], *inverted["cases"]])
+    assert validation["n_cases"] == 1 and inverted["n_cases"] == 1
+    # The reversed T1w negated z-scores to the T2w's network input, in training and in validation
+    # (where the engine must not negate it a second time): the same inputs and the same scores.
+    prepared = next((tmp_path / "out.work" / "preprocessed").iterdir())
+    for subject in ("sub-01", "sub-02"):
+        np.testing.assert_allclose(
+            np.load(prepared / f"{subject}_T1w-inverted_image.npy"),
+            np.load(prepared / f"{subject}_T2w_image.npy"),
+            atol=1e-5,
+        )
+    assert inverted["cases"] == {
+        k.replace("_T2w", "_T1w-inverted"): v for k, v in validation["cases"].items()
+    }
+    assert card.contrast_thresholds == {"T1w": card.threshold}
 
 
 def test_time_budget_too_short_for_an_epoch_writes_no_model(tmp_path, caplog):

@@ -244,6 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="contrasts the model will read with negated intensities (e.g. T1w for a T2w model), recorded "
         "in model.json; the validation subjects' labelled images of them set their own threshold",
     )
+    _add(
+        output,
+        "--train-inverted",
+        action="store_true",
+        help="also train on the --inverted-contrasts images (BIDS and phantoms), negated as the engine "
+        "reads them; their validation subjects' images then set those contrasts' thresholds",
+    )
 
     run = parser.add_argument_group("Execution")
     _add(

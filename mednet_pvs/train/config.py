@@ -86,7 +86,8 @@ class TrainConfig:
     model_version: str = "1.0.0"
     licence: str = "unspecified"
     description: str = ""
-    inverted_contrasts: list[str] = field(default_factory=list)  # recorded in the card, not trained
+    inverted_contrasts: list[str] = field(default_factory=list)  # read negated by the engine
+    train_inverted: bool = False  # also train on the inverted contrasts' images, negated
     # execution
     work_dir: Path | None = None  # default: <output_dir>.work beside the model
     resume: bool = False
@@ -166,6 +167,8 @@ class TrainConfig:
             problems.append(
                 f"--inverted-contrasts {self.inverted_contrasts} overlaps --contrasts {self.contrasts}"
             )
+        if self.train_inverted and not self.inverted_contrasts:
+            problems.append("--train-inverted needs --inverted-contrasts")
         if problems:
             raise UsageError("; ".join(problems))
 

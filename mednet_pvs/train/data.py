@@ -11,6 +11,7 @@ keyed by seed, e.g. the phantom generator of :mod:`mednet_pvs.synth` (see
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import logging
 import re
@@ -42,6 +43,8 @@ __all__ = [
 
 LOGGER = logging.getLogger(__name__)
 
+#: Appended to the id of a case read inverted.
+INVERTED_SUFFIX = "-inverted"
 #: Entities that tie a mask to its image (besides the subject).
 MATCH_ENTITIES = ("ses", "acq", "run")
 #: Largest distance (mm) between image and mask grids at the voxel corners still taken as "same grid".
@@ -69,17 +72,24 @@ class TrainingCase:
     image_path: Path | None = None
     label_path: Path | None = None
     seed: int | None = None
+    inverted: bool = False  # the image is negated on loading (a contrast the model reads inverted)
 
     def describe(self) -> dict[str, Any]:
         """JSON record for the model card's training-data provenance."""
+        record: dict[str, Any] = {"case": self.case_id, "contrast": self.contrast}
         if self.seed is not None:
-            return {"case": self.case_id, "contrast": self.contrast, "seed": self.seed}
-        return {
-            "case": self.case_id,
-            "contrast": self.contrast,
-            "image": str(self.image_path),
-            "label": str(self.label_path),
-        }
+            record["seed"] = self.seed
+        else:
+            record |= {"image": str(self.image_path), "label": str(self.label_path)}
+        return record | ({"inverted": True} if self.inverted else {})
+
+    def read_inverted(self) -> TrainingCase:
+        """The same image as a case whose intensities are negated on loading, under its own id."""
+        return dataclasses.replace(self, case_id=self.case_id + INVERTED_SUFFIX, inverted=True)
+
+    def as_stored(self) -> TrainingCase:
+        """The case of the image as it is stored (itself, unless it is read inverted)."""
+        return dataclasses.replace(self, case_id=self.case_id.removesuffix(INVERTED_SUFFIX), inverted=False)
 
 
 # ------------------------------------------------------------------------------------------ BIDS
@@ -217,13 +227,20 @@ def load_sample(case: TrainingCase, generators: Mapping[str, SampleGenerator] | 
             raise MednetPVSError(
                 f"generator for {case.case_id} gave image {image.shape} and label {label.shape}"
             )
-        return Sample(image, (label > 0).astype(np.uint8), tuple(float(s) for s in spacing))  # type: ignore[arg-type]
-    assert case.image_path is not None and case.label_path is not None
-    native = load_anatomical(case.image_path)
-    label = read_label(case.label_path, native, case.image_path)
-    conformed = conform(native)
-    spacing = tuple(float(z) for z in conformed.header.get_zooms()[:3])
-    return Sample(np.asarray(conformed.dataobj, np.float32), label, spacing)  # type: ignore[arg-type]
+        sample = Sample(image, (label > 0).astype(np.uint8), tuple(float(s) for s in spacing))  # type: ignore[arg-type]
+    else:
+        assert case.image_path is not None and case.label_path is not None
+        native = load_anatomical(case.image_path)
+        label = read_label(case.label_path, native, case.image_path)
+        conformed = conform(native)
+        spacing = tuple(float(z) for z in conformed.header.get_zooms()[:3])
+        sample = Sample(np.asarray(conformed.dataobj, np.float32), label, spacing)  # type: ignore[arg-type]
+    return _negated(sample) if case.inverted else sample
+
+
+def _negated(sample: Sample) -> Sample:
+    """``sample`` as a case read inverted sees it: the engine negates such an image before z-scoring."""
+    return dataclasses.replace(sample, image=-sample.image)
 
 
 class SampleStore:
@@ -243,6 +260,8 @@ class SampleStore:
         """The conformed sample of ``case`` (generated samples from the cache when present)."""
         if case.seed is None:
             return load_sample(case)
+        if case.inverted:  # the cache holds the phantom as generated, shared with its uninverted case
+            return _negated(self.load(case.as_stored()))
         path = self._cached(case)
         if path.is_file():
             with np.load(path) as stored:

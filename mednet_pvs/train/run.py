@@ -124,21 +124,29 @@ def _check_work_dir(config: TrainConfig) -> None:
 
 
 def collect_cases(config: TrainConfig) -> list[TrainingCase]:
-    """Labelled BIDS images and/or generated phantom cases, in a stable order."""
-    cases: list[TrainingCase] = []
-    if config.bids_dir is not None:
-        assert config.labels_dir is not None
-        cases += find_labelled_images(
-            config.bids_dir,
-            config.labels_dir,
-            config.contrasts,
-            config.label_pattern,
-            config.participants or None,
-        )
-    if config.synthetic > 0:
-        from mednet_pvs.train.synthetic import phantom_seeds
+    """Labelled BIDS images and/or generated phantom cases, in a stable order.
 
-        cases += generated_cases(phantom_seeds(config.synthetic, config.synthetic_seed), config.contrasts)
+    With ``--train-inverted`` the images of the inverted contrasts follow, as cases read negated.
+    """
+    cases: list[TrainingCase] = []
+    for contrasts, inverted in ((config.contrasts, False), (config.inverted_contrasts, True)):
+        if inverted and not config.train_inverted:
+            continue
+        found: list[TrainingCase] = []
+        if config.bids_dir is not None:
+            assert config.labels_dir is not None
+            found += find_labelled_images(
+                config.bids_dir,
+                config.labels_dir,
+                contrasts,
+                config.label_pattern,
+                config.participants or None,
+            )
+        if config.synthetic > 0:
+            from mednet_pvs.train.synthetic import phantom_seeds
+
+            found += generated_cases(phantom_seeds(config.synthetic, config.synthetic_seed), contrasts)
+        cases += [case.read_inverted() for case in found] if inverted else found
     duplicates = sorted(i for i, n in Counter(case.case_id for case in cases).items() if n > 1)
     if duplicates:
         raise UsageError(f"case names are not unique: {duplicates[:5]}")
@@ -250,7 +258,9 @@ def _validate(
     scores = {}
     for case in tqdm(cases, desc=f"validating fold {fold}", unit="case", disable=not config.progress):
         sample = store.load(case)
-        probability = segmenter.foreground_probability(sample.image, sample.spacing, case.contrast)
+        # a case read inverted is loaded negated already: the engine must not negate it again
+        contrast = None if case.inverted else case.contrast
+        probability = segmenter.foreground_probability(sample.image, sample.spacing, contrast)
         scores[case.case_id] = threshold_scores(probability, sample.label, DEFAULT_THRESHOLDS)
     return scores
 
@@ -279,6 +289,12 @@ def _tune_threshold(
     return threshold, validation, selection
 
 
+def _native_validation(run: _Run, fold: int) -> list[TrainingCase]:
+    """Fold ``fold``'s validation cases of the trained contrasts (those read inverted are scored apart)."""
+    by_id = {case.case_id: case for case in run.cases}
+    return [by_id[c] for c in run.splits[fold]["val"] if not by_id[c].inverted]
+
+
 def _fold_scores(validation: Mapping[str, Any]) -> str:
     folds = validation["folds"].items()
     return "validation Dice / cluster F1 per fold: " + ", ".join(
@@ -287,16 +303,23 @@ def _fold_scores(validation: Mapping[str, Any]) -> str:
 
 
 def _inverted_validation_cases(run: _Run, folds: Sequence[int]) -> dict[str, dict[int, list[TrainingCase]]]:
-    """contrast -> fold -> labelled BIDS images, of a contrast read inverted, of the validation subjects.
+    """contrast -> fold -> labelled images, of a contrast read inverted, of the validation subjects.
 
-    Only images of the BIDS dataset count (phantoms are generated for the trained contrasts alone); a
-    contrast without such images keeps the card's main threshold.
+    With ``--train-inverted`` these are the inverted cases of each fold's validation split (BIDS
+    images and phantoms). Otherwise only images of the BIDS dataset count (phantoms are generated
+    for the trained contrasts alone). A contrast without such images keeps the main threshold.
     """
     config = run.config
+    by_id = {case.case_id: case for case in run.cases}
+    if config.train_inverted:
+        split: dict[str, dict[int, list[TrainingCase]]] = {}
+        for fold in folds:
+            for case in (by_id[c] for c in run.splits[fold]["val"] if by_id[c].inverted):
+                split.setdefault(case.contrast, {}).setdefault(fold, []).append(case)
+        return split
     if not config.inverted_contrasts or config.bids_dir is None:
         return {}
     assert config.labels_dir is not None
-    by_id = {case.case_id: case for case in run.cases}
     validation_subjects = {fold: {by_id[c].subject for c in run.splits[fold]["val"]} for fold in folds}
     found: dict[str, dict[int, list[TrainingCase]]] = {}
     for contrast in config.inverted_contrasts:
@@ -384,7 +407,8 @@ def _provenance(
         "seconds_this_invocation": round(seconds, 1),
         # the epochs of every invocation (a resume that trains nothing still reports the whole run)
         "training_seconds": {str(k): round(float(sum(o.history["seconds"])), 1) for k, o in outcomes.items()},
-        "contrasts": sorted({case.contrast for case in cases}),
+        "contrasts": sorted({case.contrast for case in cases if not case.inverted}),
+        "contrasts_trained_inverted": sorted({case.contrast for case in cases if case.inverted}),
         "n_cases": len(cases),
         "subjects": sorted({case.subject for case in cases}),
         "initialisation": {
@@ -443,7 +467,7 @@ def _export(
         name=config.model_name,
         version=config.model_version,
         architecture=arch,
-        contrasts=sorted({case.contrast for case in cases}, key=config.contrasts.index),
+        contrasts=sorted({case.contrast for case in cases if not case.inverted}, key=config.contrasts.index),
         inverted_contrasts=list(config.inverted_contrasts),
         labels=dict(LABELS),
         spacing=[float(s) for s in run.spacing],
@@ -459,13 +483,11 @@ def _export(
     write_model_dir(config.output_dir, card, [states[k][0] for k in card.folds], overwrite=True, dtype=dtype)
     LOGGER.info("wrote %s (folds %s)", config.output_dir, card.folds)
 
-    by_id = {case.case_id: case for case in cases}
+    native = {fold: _native_validation(run, fold) for fold in card.folds}
     per_fold = {
-        fold: _validate(
-            config.output_dir, card, fold, [by_id[c] for c in run.splits[fold]["val"]], run.store, config
-        )
+        fold: _validate(config.output_dir, card, fold, native[fold], run.store, config)
         for fold in card.folds
-        if run.splits[fold]["val"]
+        if native[fold]
     }
     if not per_fold:
         return config.output_dir, None
@@ -516,7 +538,8 @@ def run_training(
     if config.synthetic and generators is None:
         from mednet_pvs.train.synthetic import phantom_generators
 
-        generators = phantom_generators(config.contrasts, config.synthetic_config)
+        inverted = config.inverted_contrasts if config.train_inverted else []
+        generators = phantom_generators([*config.contrasts, *inverted], config.synthetic_config)
     store = SampleStore(work / "generated", generators)
     splits = load_or_create_splits(
         work / SPLITS_NAME, {c.case_id: c.subject for c in cases}, config.folds, config.split_seed
@@ -546,7 +569,7 @@ def run_training(
             fold,
             start.architecture,
             [prepared[c] for c in splits[fold]["train"]],
-            [prepared[c] for c in splits[fold]["val"]],
+            [prepared[c.case_id] for c in _native_validation(run, fold)],
             work / f"fold_{fold}",
             initial_weights(start, fold),
             config.trainable_decoder_layers,
