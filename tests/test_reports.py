@@ -74,7 +74,14 @@ def build_outputs(
         save_nifti(nib.Nifti1Image(data.astype(dtype), affine), path)
         meta = {"Sources": [uri]}
         if kind == "probseg":
-            meta["Model"] = {"name": "tiny", "version": "0.1", "contrasts": ["T2w"], "device": "cpu"}
+            meta["Model"] = {
+                "name": "tiny",
+                "version": "0.1",
+                "contrasts": ["T2w"],
+                "inverted_contrasts": ["T1w"],
+                "device": "cpu",
+                "provenance": {"training": {"contrasts_trained_inverted": ["T1w"]}},
+            }
         write_json(Path(str(path).removesuffix(".nii.gz") + ".json"), meta)
     stats = compute_statistics(mask, affine, regions, probability, brain)
     write_statistics(prefix, stats, reference, [uri], {"threshold": 0.5, "min_cluster_size_mm3": 2.0})
@@ -172,6 +179,7 @@ def test_explicit_provenance_overrides_sidecars_and_a_missing_source_is_tolerate
     facts = image_facts(image)
     assert facts["device"] == "cuda:0"  # explicit, not the sidecar's "cpu"
     assert facts["model"] == "tiny" and facts["model_contrasts"] == ["T2w"]  # from the probseg sidecar
+    assert facts["model_inverted_contrasts"] == facts["model_trained_inverted"] == ["T1w"]
     assert facts["threshold"] == 0.5
     assert facts["contrast"] is None  # the source image is not there to tell
     document = write_subject_report(out, "04", provenance=provenance).read_text()

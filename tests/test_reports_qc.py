@@ -72,6 +72,9 @@ def test_a_contrast_the_model_reads_inverted_is_flagged_as_such():
     (flag,) = qc_flags(regions, census, facts)
     assert (flag.code, flag.level) == ("contrast_mismatch", "warning")
     assert "T2w: it reads it with inverted intensities, less accurately." in flag.message
+    # a model also trained on T1w read inverted was trained for it: no mismatch
+    assert qc_flags(regions, census, {**facts, "model_trained_inverted": ["T1w"]}) == []
+    assert len(qc_flags(regions, census, {**facts, "model_trained_inverted": ["FLAIR"]})) == 1
 
 
 def test_failed_registration_qc_is_flagged_without_an_overlap_value():
@@ -110,6 +113,10 @@ def test_methods_text_describes_what_was_done_and_cites_it():
     inverted = {**facts, "contrast": "T1w", "model_contrasts": ["T2w"], "model_inverted_contrasts": ["T1w"]}
     text = " ".join(methods_text(inverted)[0])
     assert ", the T1w image read with inverted intensities by a model trained on T2w, averaging folds" in text
+    text = " ".join(methods_text({**inverted, "model_trained_inverted": ["T1w"]})[0])
+    assert (
+        "read with inverted intensities by a model trained on T2w and on T1w read inverted, averaging" in text
+    )
 
 
 def test_methods_text_does_not_claim_a_model_it_does_not_know():

@@ -185,6 +185,7 @@ def image_facts(image: ImageOutputs) -> dict[str, Any]:
         "model_version": pick("model_version", _find(model, "version")),
         "model_contrasts": pick("model_contrasts", _find(model, "contrasts")),
         "model_inverted_contrasts": pick("model_inverted_contrasts", _find(model, "inverted_contrasts")),
+        "model_trained_inverted": pick("model_trained_inverted", _find(model, "contrasts_trained_inverted")),
         "model_provenance": pick("model_provenance", _find(model, "provenance")),
         "device": pick("device", _find(model, "device"), config.get("device")),
         "tta": pick("tta", _find(model, "tta"), config.get("tta")),

@@ -144,6 +144,8 @@ def methods_text(facts: Mapping[str, Any], cited: list[str] | None = None) -> tu
         contrast = facts.get("contrast")
         if contrast and contrast in (facts.get("model_inverted_contrasts") or ()):
             trained_on = "/".join(facts.get("model_contrasts") or ()) or "another contrast"
+            if contrast in (facts.get("model_trained_inverted") or ()):
+                trained_on += f" and on {contrast} read inverted"
             segmentation += (
                 f", the {contrast} image read with inverted intensities by a model trained on {trained_on}"
             )

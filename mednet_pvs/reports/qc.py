@@ -130,7 +130,8 @@ def qc_flags(
         )
     contrast, trained_on = facts.get("contrast"), facts.get("model_contrasts")
     known = contrast and isinstance(trained_on, (list, tuple)) and trained_on
-    if known and contrast not in trained_on:
+    trained_inverted = contrast in (facts.get("model_trained_inverted") or ())
+    if known and contrast not in trained_on and not trained_inverted:
         read_inverted = contrast in (facts.get("model_inverted_contrasts") or ())
         how = (
             "reads it with inverted intensities, less accurately"
