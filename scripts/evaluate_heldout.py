@@ -213,14 +213,14 @@ def _detected_by_diameter(
         tables.append(morph.assign(detected=morph.pvs_id.isin(np.unique(instances[found]))))
     pvs = pd.concat(tables)
     bins = pd.cut(pvs.diameter_mm, DIAMETER_BINS_MM)
-    grouped = pvs.groupby(bins, observed=True).detected
+    detected = pvs.groupby(bins, observed=True).detected.agg(["size", "mean"])
     return pd.DataFrame(
         {
             "method": method,
             "contrast": contrast,
-            "diameter_mm": [f"{b.left:g}-{b.right:g}" for b in grouped.mean().index],
-            "n_pvs": grouped.size().to_numpy(),
-            "detected": grouped.mean().to_numpy(),
+            "diameter_mm": [f"{b.left:g}-{b.right:g}" for b in detected.index],
+            "n_pvs": detected["size"].to_numpy(),
+            "detected": detected["mean"].to_numpy(),
         }
     )
 

@@ -15,6 +15,7 @@ written to ``model.json``.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import logging
 import os
@@ -291,8 +292,7 @@ def _tune_threshold(
 
 def _native_validation(run: _Run, fold: int) -> list[TrainingCase]:
     """Fold ``fold``'s validation cases of the trained contrasts (those read inverted are scored apart)."""
-    by_id = {case.case_id: case for case in run.cases}
-    return [by_id[c] for c in run.splits[fold]["val"] if not by_id[c].inverted]
+    return [case for case in run.validation_cases(fold) if not case.inverted]
 
 
 def _fold_scores(validation: Mapping[str, Any]) -> str:
@@ -310,17 +310,16 @@ def _inverted_validation_cases(run: _Run, folds: Sequence[int]) -> dict[str, dic
     for the trained contrasts alone). A contrast without such images keeps the main threshold.
     """
     config = run.config
-    by_id = {case.case_id: case for case in run.cases}
     if config.train_inverted:
         split: dict[str, dict[int, list[TrainingCase]]] = {}
         for fold in folds:
-            for case in (by_id[c] for c in run.splits[fold]["val"] if by_id[c].inverted):
+            for case in (c for c in run.validation_cases(fold) if c.inverted):
                 split.setdefault(case.contrast, {}).setdefault(fold, []).append(case)
         return split
     if not config.inverted_contrasts or config.bids_dir is None:
         return {}
     assert config.labels_dir is not None
-    validation_subjects = {fold: {by_id[c].subject for c in run.splits[fold]["val"]} for fold in folds}
+    validation_subjects = {fold: {case.subject for case in run.validation_cases(fold)} for fold in folds}
     found: dict[str, dict[int, list[TrainingCase]]] = {}
     for contrast in config.inverted_contrasts:
         try:
@@ -389,6 +388,14 @@ class _Run:
     store: SampleStore
     device: torch.device
     custom_generators: bool
+
+    @functools.cached_property
+    def _cases_by_id(self) -> dict[str, TrainingCase]:
+        return {case.case_id: case for case in self.cases}
+
+    def validation_cases(self, fold: int) -> list[TrainingCase]:
+        """Fold ``fold``'s validation cases, in the order of the splits file."""
+        return [self._cases_by_id[c] for c in self.splits[fold]["val"]]
 
 
 def _provenance(
