@@ -8,8 +8,9 @@ app does after its skull strip of a brain-extracted input (the filled non-zero r
 included); no N4 runs: the comparison isolates the segmentation step. Writes the masks,
 ``evaluation.tsv``/``.json``/``.html`` per method and contrast, ``summary.tsv`` and
 ``per_image.tsv`` (whole-brain scores beside each image's voxel size),
-``detected_by_diameter.tsv`` (the share of true PVS each method touches, by diameter), and prints
-the results tables of docs/training.md.
+``detected_by_diameter.tsv`` (the share of true PVS each method touches, by diameter), with
+``--save-probabilities`` each method's probability maps, and prints the results tables of
+docs/training.md.
 
     python scripts/evaluate_heldout.py --model mednet-pvs-synth-s16 --train-bids /work/train/synth_aniso \
         --out /work/eval_heldout
@@ -35,7 +36,7 @@ from mednet_pvs.metrics import evaluate, find_cases
 from mednet_pvs.metrics.report import write_evaluation
 from mednet_pvs.metrics.voxel import voxel_counts
 from mednet_pvs.models.registry import resolve_model
-from mednet_pvs.preproc.conform import conform, to_native
+from mednet_pvs.preproc.conform import conform, native_image, to_native
 from mednet_pvs.preproc.skullstrip import nonzero_brain_region
 from mednet_pvs.regions.lut import REGIONS
 from mednet_pvs.stats.clusters import pvs_mask, voxel_volume
@@ -96,19 +97,28 @@ def _load_phantom(dataset: Path, subject: str, contrast: str) -> Phantom:
     )
 
 
-def _write_mask(mask: np.ndarray, raw: nib.Nifti1Image, path: Path) -> None:
+def _write_native(data: np.ndarray, raw: nib.Nifti1Image, path: Path, dtype: type) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    native = to_native(mask.astype(np.uint8), raw.affine)
-    nib.save(nib.Nifti1Image(native, raw.affine), path)
+    nib.save(native_image(to_native(data, raw.affine), raw, dtype), path)
 
 
 def _segment_all(
-    dataset: Path, subjects: list[str], contrast: str, probability: Segment, threshold: float, out: Path
+    dataset: Path,
+    subjects: list[str],
+    contrast: str,
+    probability: Segment,
+    threshold: float,
+    out: Path,
+    probabilities_out: Path | None = None,
 ) -> None:
     for subject in subjects:
         phantom = _load_phantom(dataset, subject, contrast)
-        mask = pvs_mask(probability(phantom), threshold, 2.0, phantom.voxel_mm3, phantom.brain)
-        _write_mask(mask, phantom.raw, out / subject / "anat" / f"{subject}_desc-pvs_mask.nii.gz")
+        foreground = probability(phantom)
+        mask = pvs_mask(foreground, threshold, 2.0, phantom.voxel_mm3, phantom.brain)
+        _write_native(mask, phantom.raw, out / subject / "anat" / f"{subject}_desc-pvs_mask.nii.gz", np.uint8)
+        if probabilities_out is not None:
+            name = f"{subject}_desc-pvs_probseg.nii.gz"
+            _write_native(foreground, phantom.raw, probabilities_out / subject / "anat" / name, np.float32)
 
 
 def _frangi(p: Phantom) -> np.ndarray:
@@ -251,6 +261,11 @@ def main() -> None:
         metavar="MM",
         help="also score the truth mapped through a network grid of MM mm and back (a model's ceiling)",
     )
+    parser.add_argument(
+        "--save-probabilities",
+        action="store_true",
+        help="also write each method's PVS probability (probabilities/ beside masks/), for offline analysis",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
@@ -282,7 +297,8 @@ def main() -> None:
         voxel = _voxel_sizes(dataset, subjects, contrast)
         for name, method, probability, cut in methods:
             folder = args.out / f"{name}-{contrast}"
-            _segment_all(dataset, subjects, contrast, probability, cut, folder / "masks")
+            saved = folder / "probabilities" if args.save_probabilities else None
+            _segment_all(dataset, subjects, contrast, probability, cut, folder / "masks", saved)
             result = evaluate(find_cases(folder / "masks", dataset / TRUTH))
             write_evaluation(result, folder)
             rows += _summary(result.cases, result.group, method, contrast)
