@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -68,6 +68,14 @@ class Phantom(NamedTuple):
 Segment = Callable[[Phantom], np.ndarray]
 
 
+class ProbabilityStore(NamedTuple):
+    """Where a method's probability maps go (``save``) or come from (``reuse``, when present)."""
+
+    folder: Path
+    save: bool
+    reuse: bool
+
+
 def _canonical(path: Path) -> np.ndarray:
     """The voxels of a label image in its closest RAS+ orientation (the conformed grid)."""
     return np.asarray(nib.as_closest_canonical(nib.load(path)).dataobj)
@@ -109,16 +117,37 @@ def _segment_all(
     probability: Segment,
     threshold: float,
     out: Path,
-    probabilities_out: Path | None = None,
-) -> None:
+    probabilities: ProbabilityStore,
+    sweep: Sequence[float] = (),
+) -> list[dict]:
+    """Write every subject's mask; return its whole-brain voxel scores at each ``sweep`` threshold."""
+    scores = []
     for subject in subjects:
         phantom = _load_phantom(dataset, subject, contrast)
-        foreground = probability(phantom)
+        saved = probabilities.folder / subject / "anat" / f"{subject}_desc-pvs_probseg.nii.gz"
+        if probabilities.reuse and saved.is_file():
+            foreground = _canonical(saved).astype(np.float32)
+        else:
+            foreground = probability(phantom)
+            if probabilities.save:
+                _write_native(foreground, phantom.raw, saved, np.float32)
         mask = pvs_mask(foreground, threshold, 2.0, phantom.voxel_mm3, phantom.brain)
         _write_native(mask, phantom.raw, out / subject / "anat" / f"{subject}_desc-pvs_mask.nii.gz", np.uint8)
-        if probabilities_out is not None:
-            name = f"{subject}_desc-pvs_probseg.nii.gz"
-            _write_native(foreground, phantom.raw, probabilities_out / subject / "anat" / name, np.float32)
+        for cut in sweep:
+            counts = voxel_counts(
+                pvs_mask(foreground, cut, 2.0, phantom.voxel_mm3, phantom.brain), phantom.truth
+            )
+            scores.append(
+                {
+                    "contrast": contrast,
+                    "threshold": cut,
+                    "subject": subject,
+                    "dice": counts.dice,
+                    "sensitivity": counts.sensitivity,
+                    "precision": counts.precision,
+                }
+            )
+    return scores
 
 
 def _frangi(p: Phantom) -> np.ndarray:
@@ -266,6 +295,20 @@ def main() -> None:
         action="store_true",
         help="also write each method's PVS probability (probabilities/ beside masks/), for offline analysis",
     )
+    parser.add_argument(
+        "--reuse-probabilities",
+        action="store_true",
+        help="read a method's saved probability maps instead of recomputing them (a new threshold or sweep)",
+    )
+    parser.add_argument(
+        "--threshold-sweep",
+        type=float,
+        nargs="+",
+        default=[],
+        metavar="T",
+        help="also score the model's whole-brain voxels at these thresholds (threshold_sweep.tsv; a "
+        "robustness check of the card's threshold, which validation chose, not a way to choose one)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
@@ -286,7 +329,7 @@ def main() -> None:
     def network(p: Phantom) -> np.ndarray:
         return segmenter.predict(p.data, p.spacing, p.contrast)[1]
 
-    rows, images, by_diameter = [], [], []
+    rows, images, by_diameter, sweep = [], [], [], []
     for contrast in args.contrasts:
         methods = [("model", model.card.name, network, model.card.threshold_for(contrast))]
         if args.frangi:
@@ -297,8 +340,13 @@ def main() -> None:
         voxel = _voxel_sizes(dataset, subjects, contrast)
         for name, method, probability, cut in methods:
             folder = args.out / f"{name}-{contrast}"
-            saved = folder / "probabilities" if args.save_probabilities else None
-            _segment_all(dataset, subjects, contrast, probability, cut, folder / "masks", saved)
+            store = ProbabilityStore(
+                folder / "probabilities", args.save_probabilities, args.reuse_probabilities
+            )
+            cuts = args.threshold_sweep if name == "model" else ()
+            sweep += _segment_all(
+                dataset, subjects, contrast, probability, cut, folder / "masks", store, cuts
+            )
             result = evaluate(find_cases(folder / "masks", dataset / TRUTH))
             write_evaluation(result, folder)
             rows += _summary(result.cases, result.group, method, contrast)
@@ -323,6 +371,12 @@ def main() -> None:
     print(per_image.to_markdown(floatfmt=".3f"))
     print("\nshare of true PVS detected (any overlap), by diameter:")
     print(detection.to_markdown(floatfmt=".3f"))
+    if sweep:
+        scores = pd.DataFrame(sweep)
+        scores.to_csv(args.out / "threshold_sweep.tsv", sep="\t", index=False, float_format="%.4f")
+        print("\nmodel, whole-brain voxel scores by threshold (means over images):")
+        means = scores.groupby(["contrast", "threshold"])[["dice", "sensitivity", "precision"]].mean()
+        print(means.to_markdown(floatfmt=".3f"))
 
 
 if __name__ == "__main__":
