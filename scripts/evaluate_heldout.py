@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from mednet_pvs.classical.frangi import FrangiParameters, frangi_vesselness
+from mednet_pvs.config import Config
 from mednet_pvs.inference.engine import InferenceSettings, Segmenter, paste_into_image
 from mednet_pvs.inference.preprocessing import preprocess_case
 from mednet_pvs.metrics import evaluate, find_cases
@@ -49,6 +50,7 @@ TRUTH = Path("derivatives") / "groundtruth"
 FRANGI_THRESHOLDS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4)
 SUMMARY_REGIONS = ("whole_brain", "white_matter", "centrum_semiovale", "basal_ganglia")
 DIAMETER_BINS_MM = (0.0, 0.75, 1.0, 1.5, 2.0, 3.5)
+MIN_CLUSTER_MM3 = Config.min_cluster_size  # the app's default
 
 
 class Phantom(NamedTuple):
@@ -105,6 +107,11 @@ def _load_phantom(dataset: Path, subject: str, contrast: str) -> Phantom:
     )
 
 
+def _phantom_mask(probability: np.ndarray, threshold: float, p: Phantom) -> np.ndarray:
+    """The app's mask of ``probability``: above ``threshold``, in the brain, clusters of its minimum size."""
+    return pvs_mask(probability, threshold, MIN_CLUSTER_MM3, p.voxel_mm3, p.brain)
+
+
 def _write_native(data: np.ndarray, raw: nib.Nifti1Image, path: Path, dtype: type) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(native_image(to_native(data, raw.affine), raw, dtype), path)
@@ -131,12 +138,10 @@ def _segment_all(
             foreground = probability(phantom)
             if probabilities.save:
                 _write_native(foreground, phantom.raw, saved, np.float32)
-        mask = pvs_mask(foreground, threshold, 2.0, phantom.voxel_mm3, phantom.brain)
+        mask = _phantom_mask(foreground, threshold, phantom)
         _write_native(mask, phantom.raw, out / subject / "anat" / f"{subject}_desc-pvs_mask.nii.gz", np.uint8)
         for cut in sweep:
-            counts = voxel_counts(
-                pvs_mask(foreground, cut, 2.0, phantom.voxel_mm3, phantom.brain), phantom.truth
-            )
+            counts = voxel_counts(_phantom_mask(foreground, cut, phantom), phantom.truth)
             scores.append(
                 {
                     "contrast": contrast,
@@ -184,8 +189,7 @@ def _tune_frangi(train: Path, subjects: list[str], contrast: str) -> float:
     for threshold in FRANGI_THRESHOLDS:
         dices = []
         for prob, p in maps.values():
-            mask = pvs_mask(prob, threshold, 2.0, p.voxel_mm3, p.brain)
-            dices.append(voxel_counts(mask, p.truth).dice)
+            dices.append(voxel_counts(_phantom_mask(prob, threshold, p), p.truth).dice)
         LOGGER.info("Frangi %s threshold %.2f: training Dice %.3f", contrast, threshold, np.mean(dices))
         if np.mean(dices) > best_dice:
             best, best_dice = threshold, float(np.mean(dices))
