@@ -286,6 +286,14 @@ def test_the_segmentation_interface_reads_its_contrast_as_the_card_says(tiny_mod
     np.testing.assert_allclose(nib.load(result.outputs.out_file).get_fdata(), expected, atol=1e-6)
 
 
+def test_the_segmentation_interface_ensembles_every_fold_unless_told(tiny_model: Path, tmp_path: Path):
+    from mednet_pvs.interfaces.segmentation import ModelSegmentation
+
+    make_phantom(shape=(32, 36, 32)).to_filename(tmp_path / "brain.nii.gz")
+    node = ModelSegmentation(model_dir=str(tiny_model), in_file=str(tmp_path / "brain.nii.gz"), tta=False)
+    assert node.run(cwd=str(tmp_path)).outputs.model_info["folds"] == [0, 1]
+
+
 @pytest.mark.parametrize("axcodes", [("R", "A", "S"), ("L", "P", "S"), ("P", "I", "R")])
 def test_segmenter_runs_on_conformed_images_of_any_orientation(
     tiny_model: Path, axcodes: tuple[str, ...]

@@ -29,7 +29,7 @@ class _ModelInputSpec(BaseInterfaceInputSpec):
     contrast = traits.Str(desc="BIDS suffix of the image (a contrast the card reads inverted is negated)")
     device = traits.Str("auto", usedefault=True, desc="auto, cpu, cuda or cuda:N")
     tta = traits.Bool(True, usedefault=True, desc="mirroring test-time augmentation")
-    folds = traits.List(traits.Int, desc="folds to ensemble (default all)")
+    folds = traits.List(traits.Int, usedefault=True, desc="folds to ensemble (empty: all)")
     threads = traits.Int(0, usedefault=True, desc="CPU threads for torch (0: torch default)")
     use_gpu = traits.Bool(
         False, usedefault=True, desc="marks the node as a GPU job for MultiProc's n_gpu_procs"
