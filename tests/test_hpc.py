@@ -285,18 +285,75 @@ def test_segmentation_node_is_a_gpu_node_on_cuda(tmp_path, tiny_model, use_gpu):
     assert node.inputs.contrast == "T2w"  # a contrast the card reads inverted is negated by the node
     assert node.n_procs == (1 if use_gpu else 3)
     card = ModelCard.load(tiny_model)
-    assert node.mem_gb == segmentation_memory_gb(card.architecture, card.patch_size, use_gpu) >= 2.0
+    assert (
+        node.mem_gb
+        == segmentation_memory_gb(card.architecture, card.patch_size, card.spacing, use_gpu)
+        >= 2.0
+    )
 
 
 def test_memory_estimate_covers_the_measured_peak():
     small = mednext_architecture("S", 3, init_filters=32)
     large = mednext_architecture("L", 5, init_filters=32)
-    cpu_128 = segmentation_memory_gb(small, (128, 128, 128), on_gpu=False)
+    sub01 = ((124, 160, 140), (1.0, 1.0, 1.0))  # the image of the measured peak
+    cpu_128 = segmentation_memory_gb(small, (128, 128, 128), (1.0,) * 3, False, sub01)
     assert 7.07 <= cpu_128 <= 10.0  # measured CPU peak of this model (docs/hpc.md), without waste
-    assert segmentation_memory_gb(small, (64, 64, 64), on_gpu=False) < cpu_128
-    assert segmentation_memory_gb(mednext_architecture("S", 3, init_filters=16), (128,) * 3, False) < cpu_128
-    assert segmentation_memory_gb(large, (128, 128, 128), on_gpu=False) > cpu_128
-    assert segmentation_memory_gb(large, (128, 128, 128), on_gpu=True) < cpu_128
+    assert segmentation_memory_gb(small, (64, 64, 64), (1.0,) * 3, False, sub01) < cpu_128
+    assert (
+        segmentation_memory_gb(
+            mednext_architecture("S", 3, init_filters=16), (128,) * 3, (1.0,) * 3, False, sub01
+        )
+        < cpu_128
+    )
+    assert segmentation_memory_gb(large, (128, 128, 128), (1.0,) * 3, False, sub01) > cpu_128
+    assert segmentation_memory_gb(large, (128, 128, 128), (1.0,) * 3, True, sub01) < cpu_128
+
+
+# peaks (GB) of the segmentation step measured by benchmarks/segmentation_memory.py with the
+# bundled layout (MedNeXt-S, 16 filters, 64^3 windows at 0.6 mm) on CPU
+MEASURED_PEAKS = {
+    "1mm": (((176, 208, 176), (1.0, 1.0, 1.0)), 2.12),
+    "1.6mm": (((104, 150, 133), (1.6, 1.6, 1.6)), 2.58),
+    "0.5mm": (((300, 360, 280), (0.5, 0.5, 0.5)), 2.89),
+    "clinical": (((384, 384, 60), (0.45, 0.45, 2.0)), 2.75),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MEASURED_PEAKS))
+def test_memory_estimate_follows_the_image_and_the_network_grid(case):
+    bundled = mednext_architecture("S", 3, init_filters=16)
+    grid, peak = MEASURED_PEAKS[case]
+    estimate = segmentation_memory_gb(bundled, (64,) * 3, (0.6,) * 3, False, grid)
+    assert peak <= estimate <= peak + 1.0  # enough, without waste
+    # the same field of view read by a coarser network grid needs less
+    assert segmentation_memory_gb(bundled, (64,) * 3, (1.0,) * 3, False, grid) < estimate
+    # on a GPU only the host arrays stay, and they still follow the image
+    assert segmentation_memory_gb(bundled, (64,) * 3, (0.6,) * 3, True, grid) >= estimate - 0.5
+
+
+def test_segmentation_node_declares_memory_for_its_image(tmp_path, tiny_model):
+    from mednet_pvs.bids import ImageRecord
+    from mednet_pvs.config import Config
+    from mednet_pvs.inference.footprint import image_grid
+    from mednet_pvs.workflows.base import init_pvs_wf
+
+    path = write_image(
+        tmp_path / "sub-01_T2w.nii.gz", make_phantom((40, 48, 36), np.diag([0.5, 0.5, 2.0, 1.0]))
+    )
+    shape, zooms = image_grid(path)
+    assert tuple(shape) == (40, 48, 36)
+    assert tuple(float(z) for z in zooms) == (0.5, 0.5, 2.0)
+    config = Config(tmp_path, tmp_path / "out", "participant", work_dir=tmp_path / "work")
+    workflow = init_pvs_wf(config, ImageRecord(path, "01", None, "T2w"), tiny_model, use_gpu=False)
+    card = ModelCard.load(tiny_model)
+    expected = segmentation_memory_gb(card.architecture, card.patch_size, card.spacing, False, (shape, zooms))
+    assert workflow.get_node("segmentation_wf.mednext").mem_gb == expected
+
+
+def test_memory_estimate_grows_to_very_large_images():
+    bundled = mednext_architecture("S", 3, init_filters=16)
+    huge = ((600, 720, 560), (0.25, 0.25, 0.25))  # 7T, 0.25 mm: 242 million voxels
+    assert segmentation_memory_gb(bundled, (64,) * 3, (0.6,) * 3, False, huge) >= 10.0
 
 
 # ----------------------------------------------------------------------------- SLURM recipe

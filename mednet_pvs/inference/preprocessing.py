@@ -19,6 +19,7 @@ from skimage.transform import resize
 __all__ = [
     "SEPARATE_Z_ANISOTROPY_THRESHOLD",
     "CroppedCase",
+    "anisotropic_axis",
     "crop_to_nonzero",
     "normalize_zscore",
     "preprocess_case",
@@ -56,7 +57,7 @@ def crop_to_nonzero(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[sli
     return data[(slice(None), *bbox)], nonzero[bbox], bbox  # type: ignore[return-value]
 
 
-def _separate_z_axis(original: np.ndarray, target: np.ndarray) -> int | None:
+def anisotropic_axis(original: np.ndarray, target: np.ndarray) -> int | None:
     """The low-resolution axis to resample separately, or None (nnU-Net's rule)."""
     for spacing in (original, target):
         if spacing.max() / spacing.min() > SEPARATE_Z_ANISOTROPY_THRESHOLD:
@@ -166,7 +167,7 @@ def preprocess_case(
         cropped = normalize_zscore(cropped, nonzero if use_mask_for_norm else None)
     seg = np.where(nonzero, 0, -1)[None].astype(np.int64)
     new_shape = target_shape(cropped.shape[1:], spacing, target_spacing)
-    axis = _separate_z_axis(spacing, target_spacing)
+    axis = anisotropic_axis(spacing, target_spacing)
     resampled = resample_to_shape(cropped, new_shape, is_labels=False, order=3, separate_z_axis=axis)
     seg = resample_to_shape(seg, new_shape, is_labels=True, order=1, separate_z_axis=axis)
     mask = seg[-1] >= 0
@@ -177,7 +178,7 @@ def preprocess_case(
 
 def export_probabilities(probabilities: np.ndarray, case: CroppedCase) -> np.ndarray:
     """Resample (C, ...) probabilities back to the cropped box at the input spacing (linear, as nnU-Net)."""
-    axis = _separate_z_axis(case.original_spacing, case.target_spacing)
+    axis = anisotropic_axis(case.original_spacing, case.target_spacing)
     return resample_to_shape(
         probabilities, np.array(case.cropped_shape), is_labels=False, order=1, separate_z_axis=axis, order_z=0
     )

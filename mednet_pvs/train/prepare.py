@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-# _separate_z_axis is the engine's own rule for anisotropic resampling; labels must follow it too
 from mednet_pvs.inference.preprocessing import (
     CroppedCase,
-    _separate_z_axis,
+    anisotropic_axis,
     preprocess_case,
     resample_to_shape,
 )
@@ -88,7 +87,7 @@ def network_label(label: np.ndarray, case: CroppedCase, axes: Sequence[int]) -> 
         np.array(case.data.shape[1:]),
         is_labels=True,
         order=1,
-        separate_z_axis=_separate_z_axis(case.original_spacing, case.target_spacing),
+        separate_z_axis=anisotropic_axis(case.original_spacing, case.target_spacing),
     ).astype(np.uint8)
 
 

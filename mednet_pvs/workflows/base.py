@@ -10,6 +10,7 @@ from nipype.pipeline import engine as pe
 
 from mednet_pvs.bids import ImageRecord
 from mednet_pvs.config import Config
+from mednet_pvs.inference.footprint import image_grid
 from mednet_pvs.interfaces.reports import SubjectReport
 from mednet_pvs.workflows.outputs import init_ds_pvs_wf
 from mednet_pvs.workflows.preproc import init_anat_preproc_wf
@@ -68,7 +69,7 @@ def init_pvs_wf(
 
     preproc_wf = init_anat_preproc_wf(config, image.contrast)
     regions_wf = init_regions_wf(config, image)
-    seg_wf = init_segmentation_wf(config, image.contrast, model_dir, use_gpu)
+    seg_wf = init_segmentation_wf(config, image.contrast, model_dir, use_gpu, image_grid(image.path))
     stats_wf = init_pvs_stats_wf(config, with_regions=regions_wf is not None)
     ds_wf = init_ds_pvs_wf(config, image.path, with_regions=regions_wf is not None)
 

@@ -8,7 +8,7 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from mednet_pvs.config import Config
-from mednet_pvs.inference.footprint import segmentation_memory_gb
+from mednet_pvs.inference.footprint import ImageGrid, segmentation_memory_gb
 from mednet_pvs.interfaces.segmentation import FrangiSegmentation, ModelSegmentation
 from mednet_pvs.models.card import ModelCard
 
@@ -16,12 +16,18 @@ __all__ = ["init_segmentation_wf"]
 
 
 def init_segmentation_wf(
-    config: Config, contrast: str, model_dir: Path | None, use_gpu: bool, name: str = "segmentation_wf"
+    config: Config,
+    contrast: str,
+    model_dir: Path | None,
+    use_gpu: bool,
+    grid: ImageGrid | None = None,
+    name: str = "segmentation_wf",
 ) -> pe.Workflow:
     """PVS probability on the conformed grid.
 
     Inputs: ``brain`` (zero outside the brain), ``brain_mask``, ``regions`` (used by Frangi to
-    stay inside rated regions). Outputs: ``probseg``, ``model_info``.
+    stay inside rated regions). Outputs: ``probseg``, ``model_info``. ``grid`` (the image's shape
+    and voxel size) sizes the model step's memory estimate; without it a 1 mm head is assumed.
     """
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["brain", "brain_mask", "regions"]), name="inputnode")
@@ -46,7 +52,7 @@ def init_segmentation_wf(
             ),
             name="mednext",
             n_procs=1 if use_gpu else config.omp_nthreads,
-            mem_gb=segmentation_memory_gb(card.architecture, card.patch_size, use_gpu),
+            mem_gb=segmentation_memory_gb(card.architecture, card.patch_size, card.spacing, use_gpu, grid),
         )
         workflow.connect(inputnode, "brain", segment, "in_file")
     workflow.connect([(segment, outputnode, [("out_file", "probseg"), ("model_info", "model_info")])])
