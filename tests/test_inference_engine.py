@@ -143,6 +143,44 @@ def test_nnunet_v2_normalises_before_resampling() -> None:
     np.testing.assert_allclose(v1.data[0][v1.mask].mean(), 0.0, atol=1e-5)  # v1 normalises what it resampled
 
 
+def _resample_separate_z_like_nnunet(
+    data: np.ndarray, new_shape: tuple[int, ...], axis: int, order: int
+) -> np.ndarray:
+    """nnU-Net v1's ``resample_data_or_seg`` for data with a separate z axis (``order_z=0``): slices
+    resized in plane, then order-0 ``map_coordinates`` over the full coordinate grid."""
+    from scipy.ndimage import map_coordinates
+    from skimage.transform import resize
+
+    in_plane = tuple(n for i, n in enumerate(new_shape) if i != axis)
+    out = []
+    for channel in data.astype(float):
+        slices = [
+            resize(np.take(channel, i, axis=axis), in_plane, order, mode="edge", anti_aliasing=False)
+            for i in range(channel.shape[axis])
+        ]
+        stacked = np.stack(slices, axis)
+        scale = np.array(stacked.shape, float) / np.array(new_shape)
+        grid = np.mgrid[: new_shape[0], : new_shape[1], : new_shape[2]].astype(float)
+        coords = scale[:, None, None, None] * (grid + 0.5) - 0.5
+        out.append(map_coordinates(stacked, coords, order=0, mode="nearest"))
+    return np.stack(out).astype(data.dtype)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+@pytest.mark.parametrize("thick_length", [3, 6, 7, 12, 20])
+def test_thick_axis_resampling_matches_nnunet(axis: int, thick_length: int) -> None:
+    shape = [9, 8, 10]
+    shape[axis] = thick_length
+    data = np.random.default_rng(thick_length).normal(size=(2, *shape)).astype(np.float32)
+    for new_length in (1, 2, thick_length - 1, thick_length, 2 * thick_length, 3 * thick_length + 1, 31):
+        new_shape = [12, 7, 11]
+        new_shape[axis] = new_length
+        got = resample_to_shape(data, np.array(new_shape), is_labels=False, order=3, separate_z_axis=axis)
+        expected = _resample_separate_z_like_nnunet(data, tuple(new_shape), axis, 3)
+        assert got.shape == (2, *new_shape) and got.dtype == np.float32
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_segmenter_with_nnunet_v2_conventions_gives_probabilities(tiny_model: Path) -> None:
     card = ModelCard.load(tiny_model)
     image = np.asarray(make_phantom().dataobj, np.float32)

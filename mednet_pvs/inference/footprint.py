@@ -8,10 +8,9 @@ constant. Three parts add up:
   first stage's width and that stage's channel expansion; calibrated on a MedNeXt-S with 32
   filters and 128^3 windows that peaked at 7.1 GB on CPU (docs/hpc.md, section 7);
 - the arrays: float32 and float64 copies of the image on its own grid and on the network grid
-  (resampled crop, accumulators, probabilities resampled back); an anisotropic image is resampled
-  slice by slice and then along its thick axis with a full coordinate grid, which costs more per
-  voxel. Calibrated by benchmarks/segmentation_memory.py on 1 mm, 1.6 mm, 0.5 mm and clinical
-  0.45 x 0.45 x 2 mm images read at 0.6 mm;
+  (resampled crop, accumulators, probabilities resampled back), calibrated by
+  benchmarks/segmentation_memory.py on 1 mm, 1.6 mm, 0.5 mm and clinical 0.45 x 0.45 x 2 mm
+  images read at 0.6 mm;
 - the process itself (Python, PyTorch, Nipype, the weights).
 
 On a GPU the activations live in GPU memory; the CUDA context and pinned transfers take their place.
@@ -25,9 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import nibabel as nib
-import numpy as np
-
-from mednet_pvs.inference.preprocessing import anisotropic_axis
 
 __all__ = ["ImageGrid", "image_grid", "segmentation_memory_gb"]
 
@@ -44,9 +40,6 @@ _NETWORK_GRID_BYTES = 40.0
 #: Bytes per voxel of the image grid: the image, the probabilities resampled back, pasted into the
 #: full grid and reordered, and the foreground probability written out.
 _IMAGE_GRID_BYTES = 40.0
-#: Extra bytes per voxel of both grids when the thick axis is resampled on its own (its float64
-#: coordinate grid): nnU-Net's rule, spacing ratio above 3.
-_ANISOTROPIC_BYTES = 32.0
 #: Live float32 activations of one forward pass, in units of (width x (1 + expansion) x voxels).
 _ACTIVATION_FACTOR = 8.0
 #: CUDA context and pinned transfers on the host when the network runs on a GPU (GB).
@@ -87,8 +80,6 @@ def segmentation_memory_gb(
         int(n) * float(z) / float(s) for n, z, s in zip(shape, zooms, network_spacing, strict=True)
     )
     arrays = _IMAGE_GRID_BYTES * image_voxels + _NETWORK_GRID_BYTES * network_voxels
-    if anisotropic_axis(np.asarray(zooms, float), np.asarray(network_spacing, float)) is not None:
-        arrays += _ANISOTROPIC_BYTES * (image_voxels + network_voxels)
     if on_gpu:
         activations = _GPU_HOST_GB
     else:
