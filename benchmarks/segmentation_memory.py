@@ -88,7 +88,7 @@ def main() -> None:
         run_child(args.child[0], Path(args.child[1]), args.threads)
         return
 
-    from mednet_pvs.inference.footprint import segmentation_memory_gb
+    from mednet_pvs.inference.footprint import network_voxels, segmentation_memory_gb
     from mednet_pvs.models.card import ModelCard
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,9 +124,9 @@ def main() -> None:
                 card.architecture, card.patch_size, card.spacing, False, (shape, zooms)
             )
             peak_gb = figures["peak_mib"] * 2**20 / 1e9
-            network_voxels = np.prod(np.multiply(shape, zooms) / np.asarray(card.spacing))
+            resampled = network_voxels((shape, zooms), card.spacing)
             print(
-                f"| {name} | {np.prod(shape) / 1e6:.1f} | {network_voxels / 1e6:.1f} "
+                f"| {name} | {np.prod(shape) / 1e6:.1f} | {resampled / 1e6:.1f} "
                 f"| {peak_gb:.2f} | {estimate:.1f} "
                 f"| {peak_gb / estimate:.2f} | {figures['seconds']:.0f} |"
             )

@@ -25,7 +25,7 @@ from typing import Any
 
 import nibabel as nib
 
-__all__ = ["ImageGrid", "image_grid", "segmentation_memory_gb"]
+__all__ = ["ImageGrid", "image_grid", "network_voxels", "segmentation_memory_gb"]
 
 #: (shape, voxel size in mm) of the image to segment
 ImageGrid = tuple[Sequence[int], Sequence[float]]
@@ -61,6 +61,14 @@ def image_grid(path: str | Path) -> ImageGrid:
     return header.get_data_shape()[:3], header.get_zooms()[:3]
 
 
+def network_voxels(grid: ImageGrid, network_spacing: Sequence[float]) -> float:
+    """Voxels of the image's whole field of view sampled at the network spacing."""
+    shape, zooms = grid
+    return math.prod(
+        int(n) * float(z) / float(s) for n, z, s in zip(shape, zooms, network_spacing, strict=True)
+    )
+
+
 def segmentation_memory_gb(
     architecture: Mapping[str, Any],
     patch_size: Sequence[int],
@@ -74,12 +82,9 @@ def segmentation_memory_gb(
     spacing (a 1 mm image read by a 0.6 mm network takes 4.6 times as many network voxels); the
     whole field of view counts, as the brain box is not known before skull stripping.
     """
-    shape, zooms = grid or _DEFAULT_GRID
-    image_voxels = math.prod(int(n) for n in shape)
-    network_voxels = math.prod(
-        int(n) * float(z) / float(s) for n, z, s in zip(shape, zooms, network_spacing, strict=True)
-    )
-    arrays = _IMAGE_GRID_BYTES * image_voxels + _NETWORK_GRID_BYTES * network_voxels
+    grid = grid or _DEFAULT_GRID
+    image_voxels = math.prod(int(n) for n in grid[0])
+    arrays = _IMAGE_GRID_BYTES * image_voxels + _NETWORK_GRID_BYTES * network_voxels(grid, network_spacing)
     if on_gpu:
         activations = _GPU_HOST_GB
     else:

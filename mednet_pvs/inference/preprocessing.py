@@ -88,8 +88,8 @@ def _nearest_along_axis(data: np.ndarray, axis: int, size: int) -> np.ndarray:
     """Nearest-neighbour resampling of one axis to ``size`` samples.
 
     The samples of nnU-Net's order-0 ``map_coordinates`` over a full coordinate grid (pixel
-    centres aligned, edges clamped), taken by index: hand-written because that grid holds three
-    float64 coordinates per output voxel, 0.8 GB for a clinical 2 mm scan read at 0.6 mm.
+    centres aligned, edges clamped), taken by index: hand-written because that grid and its scaled
+    copy hold six float64 numbers per output voxel (0.8 GB for a clinical 2 mm scan read at 0.6 mm).
     """
     length = data.shape[axis]
     positions = (length / size) * (np.arange(size) + 0.5) - 0.5
