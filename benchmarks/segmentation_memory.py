@@ -7,9 +7,9 @@ per case: image and network-grid voxels, the process's peak resident memory (``r
 estimate of :func:`mednet_pvs.inference.footprint.segmentation_memory_gb` for that image, and
 peak / estimate (above 1: the node would be under-declared).
 
-The default model is a random MedNeXt-S of width 16 with 64^3 windows at 0.6 mm, the layout of the
-bundled model (same memory, random weights), with windows that do not overlap (step 1): memory does
-not depend on the step, time does. ``--model`` takes a model name or directory instead.
+The default model is a random MedNeXt-S of width 16 with the bundled model's windows and network
+spacing (same memory, random weights), with windows that do not overlap (step 1): memory does not
+depend on the step, time does. ``--model`` takes a model name or directory instead.
 
     PYTHONPATH=. python benchmarks/segmentation_memory.py
     PYTHONPATH=. python benchmarks/segmentation_memory.py --model mednet-pvs-synth-s16 --cases 1.6mm
@@ -62,16 +62,20 @@ def run_child(model: str, image: Path, threads: int) -> None:
 
 
 def _model_dir(name: str | None, folder: Path) -> Path:
-    if name:
-        from mednet_pvs.models.registry import resolve_model
-
-        return resolve_model(name).path
     from mednet_pvs.models.mednext import mednext_architecture
+    from mednet_pvs.models.registry import resolve_model
     from mednet_pvs.models.store import random_model
 
+    if name:
+        return resolve_model(name).path
+    bundled = resolve_model(None).card
     architecture = mednext_architecture("S", 3, init_filters=16, deep_supervision=False)
     return random_model(
-        folder / "random-s16", architecture, spacing=(0.6,) * 3, patch_size=(64,) * 3, step_size=1.0
+        folder / "random-s16",
+        architecture,
+        spacing=tuple(bundled.spacing),
+        patch_size=tuple(bundled.patch_size),
+        step_size=1.0,
     )
 
 
@@ -79,7 +83,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", help="model name or directory (default: random S-16, 64^3, 0.6 mm)")
+    parser.add_argument(
+        "--model", help="model name or directory (default: random S-16 in the bundled model's layout)"
+    )
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "IMAGE"), help=argparse.SUPPRESS)

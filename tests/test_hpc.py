@@ -18,7 +18,7 @@ import pytest
 
 from mednet_pvs.bids import build_layout
 from mednet_pvs.errors import UsageError
-from mednet_pvs.inference.footprint import segmentation_memory_gb
+from mednet_pvs.inference.footprint import on_network_grid, segmentation_memory_gb
 from mednet_pvs.models.card import ModelCard
 from mednet_pvs.models.mednext import mednext_architecture
 from tests.bids_factory import make_bids, write_image
@@ -310,25 +310,36 @@ def test_memory_estimate_covers_the_measured_peak():
 
 
 # peaks (GB) of the segmentation step measured by benchmarks/segmentation_memory.py with the
-# bundled layout (MedNeXt-S, 16 filters, 64^3 windows at 0.6 mm) on CPU
+# bundled layout (MedNeXt-S, 16 filters, 64^3 windows) on CPU, at network grids of 0.6 mm (1.5.0)
+# and 0.5 mm (1.7.0); the 0.5 mm image on the 0.5 mm grid is not resampled
 MEASURED_PEAKS = {
-    "1mm": (((176, 208, 176), (1.0, 1.0, 1.0)), 2.12),
-    "1.6mm": (((104, 150, 133), (1.6, 1.6, 1.6)), 2.58),
-    "0.5mm": (((300, 360, 280), (0.5, 0.5, 0.5)), 2.89),
-    "clinical": (((384, 384, 60), (0.45, 0.45, 2.0)), 2.12),
+    "1mm": (((176, 208, 176), (1.0, 1.0, 1.0)), {0.6: 2.12, 0.5: 3.02}),
+    "1.6mm": (((104, 150, 133), (1.6, 1.6, 1.6)), {0.6: 2.58, 0.5: 3.79}),
+    "0.5mm": (((300, 360, 280), (0.5, 0.5, 0.5)), {0.6: 2.89, 0.5: 1.78}),
+    "clinical": (((384, 384, 60), (0.45, 0.45, 2.0)), {0.6: 2.12, 0.5: 2.44}),
 }
 
 
+@pytest.mark.parametrize("network_mm", [0.6, 0.5])
 @pytest.mark.parametrize("case", sorted(MEASURED_PEAKS))
-def test_memory_estimate_follows_the_image_and_the_network_grid(case):
+def test_memory_estimate_follows_the_image_and_the_network_grid(case, network_mm):
     bundled = mednext_architecture("S", 3, init_filters=16)
-    grid, peak = MEASURED_PEAKS[case]
-    estimate = segmentation_memory_gb(bundled, (64,) * 3, (0.6,) * 3, False, grid)
-    assert peak <= estimate <= peak + 1.0  # enough, without waste
-    # the same field of view read by a coarser network grid needs less
-    assert segmentation_memory_gb(bundled, (64,) * 3, (1.0,) * 3, False, grid) < estimate
+    grid, peaks = MEASURED_PEAKS[case]
+    spacing = (network_mm,) * 3
+    estimate = segmentation_memory_gb(bundled, (64,) * 3, spacing, False, grid)
+    assert peaks[network_mm] <= estimate <= peaks[network_mm] + 1.0  # enough, without waste
+    # the same field of view read by a coarser network grid needs less, unless the finer grid is
+    # the image's own (no resampling)
+    coarser = segmentation_memory_gb(bundled, (64,) * 3, (1.0,) * 3, False, grid)
+    assert coarser < estimate or on_network_grid(grid, spacing)
     # on a GPU only the host arrays stay, and they still follow the image
-    assert segmentation_memory_gb(bundled, (64,) * 3, (0.6,) * 3, True, grid) >= estimate - 0.5
+    assert segmentation_memory_gb(bundled, (64,) * 3, spacing, True, grid) >= estimate - 0.5
+
+
+def test_an_image_on_the_network_grid_is_not_counted_twice():
+    grid = ((300, 360, 280), (0.5, 0.5, 0.5))
+    assert on_network_grid(grid, (0.5, 0.5, 0.5)) and not on_network_grid(grid, (0.6, 0.6, 0.6))
+    assert not on_network_grid(((384, 384, 60), (0.45, 0.45, 2.0)), (0.5, 0.5, 0.5))
 
 
 def test_segmentation_node_declares_memory_for_its_image(tmp_path, tiny_model):

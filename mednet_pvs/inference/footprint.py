@@ -8,9 +8,9 @@ constant. Three parts add up:
   first stage's width and that stage's channel expansion; calibrated on a MedNeXt-S with 32
   filters and 128^3 windows that peaked at 7.1 GB on CPU (docs/hpc.md, section 7);
 - the arrays: float32 and float64 copies of the image on its own grid and on the network grid
-  (resampled crop, accumulators, probabilities resampled back), calibrated by
-  benchmarks/segmentation_memory.py on 1 mm, 1.6 mm, 0.5 mm and clinical 0.45 x 0.45 x 2 mm
-  images read at 0.6 mm;
+  (resampled crop, accumulators, probabilities resampled back), one set when the image is already
+  on the network grid and nothing is resampled; calibrated by benchmarks/segmentation_memory.py on
+  1 mm, 1.6 mm, 0.5 mm and clinical 0.45 x 0.45 x 2 mm images read at 0.6 mm and at 0.5 mm;
 - the process itself (Python, PyTorch, Nipype, the weights).
 
 On a GPU the activations live in GPU memory; the CUDA context and pinned transfers take their place.
@@ -25,7 +25,7 @@ from typing import Any
 
 import nibabel as nib
 
-__all__ = ["ImageGrid", "image_grid", "network_voxels", "segmentation_memory_gb"]
+__all__ = ["ImageGrid", "image_grid", "network_voxels", "on_network_grid", "segmentation_memory_gb"]
 
 #: (shape, voxel size in mm) of the image to segment
 ImageGrid = tuple[Sequence[int], Sequence[float]]
@@ -61,6 +61,19 @@ def image_grid(path: str | Path) -> ImageGrid:
     return header.get_data_shape()[:3], header.get_zooms()[:3]
 
 
+def on_network_grid(grid: ImageGrid, network_spacing: Sequence[float]) -> bool:
+    """Whether the image is already on the network grid, so that it is not resampled either way.
+
+    Preprocessing then crops and normalises the image in place of a resampled copy, and the
+    probabilities need no resampling back: the image-grid arrays are the network-grid arrays.
+    """
+    shape, zooms = grid
+    return all(
+        round(int(n) * float(z) / float(s)) == int(n)
+        for n, z, s in zip(shape, zooms, network_spacing, strict=True)
+    )
+
+
 def network_voxels(grid: ImageGrid, network_spacing: Sequence[float]) -> float:
     """Voxels of the image's whole field of view sampled at the network spacing."""
     shape, zooms = grid
@@ -79,12 +92,14 @@ def segmentation_memory_gb(
     """Estimated peak host memory (GB, rounded up to 0.5) of segmenting one image with this model.
 
     The arrays scale with the image's voxels and with its field of view sampled at the network
-    spacing (a 1 mm image read by a 0.6 mm network takes 4.6 times as many network voxels); the
+    spacing (a 1 mm image read by a 0.5 mm network takes 8 times as many network voxels); the
     whole field of view counts, as the brain box is not known before skull stripping.
     """
+    resampled = grid is None or not on_network_grid(grid, network_spacing)  # unknown: assume so
     grid = grid or _DEFAULT_GRID
-    image_voxels = math.prod(int(n) for n in grid[0])
-    arrays = _IMAGE_GRID_BYTES * image_voxels + _NETWORK_GRID_BYTES * network_voxels(grid, network_spacing)
+    arrays = _NETWORK_GRID_BYTES * network_voxels(grid, network_spacing)
+    if resampled:
+        arrays += _IMAGE_GRID_BYTES * math.prod(int(n) for n in grid[0])
     if on_gpu:
         activations = _GPU_HOST_GB
     else:
