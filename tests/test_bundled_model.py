@@ -19,11 +19,11 @@ def test_default_model_is_bundled_verified_and_documented():
     assert model.card.inverted_contrasts == ["T1w"]  # measured on held-out T1w phantoms (docs/training.md)
     assert "synthetic" in model.card.description.lower()
     training = model.card.provenance["training"]
-    assert training["contrasts"] == ["T2w"] and training["config"]["spacing"] == [0.6, 0.6, 0.6]
-    assert model.card.spacing == [0.6, 0.6, 0.6]  # a coarser network grid caps the Dice (docs/training.md)
+    assert training["contrasts"] == ["T2w"] and training["config"]["spacing"] == [0.5, 0.5, 0.5]
+    assert model.card.spacing == [0.5, 0.5, 0.5]  # a coarser network grid caps the Dice (docs/training.md)
     assert training["initialisation"]["method"] == "finetune"
-    assert training["initialisation"]["source"]["version"] == "1.4.0"  # fine-tuned from 1.3.0 ... 1.0.0
-    assert training["training_seconds"]["0"] > 3600  # 98 minutes on the 2-core CPU (docs/training.md)
+    assert training["initialisation"]["source"]["version"] == "1.5.0"  # fine-tuned from 1.4.0 ... 1.0.0
+    assert training["training_seconds"]["0"] > 3600  # 65 minutes on the 2-core CPU (docs/training.md)
     assert len(training["synthetic"]["seeds"]) == 50 and training["config"]["synthetic_seed"] == 3002
     assert 0.0 < model.card.threshold < 1.0
     assert model.card.metrics["validation"]["folds"]["0"]["n_cases"] == 10
