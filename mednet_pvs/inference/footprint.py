@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import nibabel as nib
+import numpy as np
+
+from mednet_pvs.inference.preprocessing import target_shape
 
 __all__ = ["ImageGrid", "image_grid", "network_voxels", "on_network_grid", "segmentation_memory_gb"]
 
@@ -67,11 +70,9 @@ def on_network_grid(grid: ImageGrid, network_spacing: Sequence[float]) -> bool:
     Preprocessing then crops and normalises the image in place of a resampled copy, and the
     probabilities need no resampling back: the image-grid arrays are the network-grid arrays.
     """
-    shape, zooms = grid
-    return all(
-        round(int(n) * float(z) / float(s)) == int(n)
-        for n, z, s in zip(shape, zooms, network_spacing, strict=True)
-    )
+    shape = tuple(int(n) for n in grid[0])
+    zooms, spacing = np.asarray(grid[1], float), np.asarray(network_spacing, float)
+    return tuple(target_shape(shape, zooms, spacing)) == shape
 
 
 def network_voxels(grid: ImageGrid, network_spacing: Sequence[float]) -> float:
