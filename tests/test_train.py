@@ -135,7 +135,7 @@ def test_threshold_tuning_picks_the_known_best_dice():
     )
 
 
-def test_threshold_tuning_by_cluster_f1():
+def _three_blobs() -> tuple[np.ndarray, np.ndarray]:
     """PVS blobs A (p 0.9), B (0.48), C (0.2), 8 voxels each; two 1-voxel false blobs at 0.4."""
     probability = np.full((20, 20, 20), 0.01, np.float32)
     label = np.zeros((20, 20, 20), np.uint8)
@@ -143,6 +143,11 @@ def test_threshold_tuning_by_cluster_f1():
         box = tuple(slice(c, c + 2) for c in corner)
         label[box], probability[box] = 1, p
     probability[15, 15, 15] = probability[15, 5, 15] = 0.4
+    return probability, label
+
+
+def test_threshold_tuning_by_cluster_f1():
+    probability, label = _three_blobs()
     scores = threshold_scores(probability, label)
     f1 = dict(zip(scores.thresholds.round(2), scores.series("cluster_f1"), strict=True))
     assert f1[0.15] == pytest.approx(0.75)  # 3/3 found, 3 of 5 clusters true
@@ -151,6 +156,19 @@ def test_threshold_tuning_by_cluster_f1():
     assert f1[0.5] == pytest.approx(0.5) and f1[0.9] == 0.0
     assert choose_threshold([scores], "cluster_f1")[0] == 0.45
     assert choose_threshold([scores], "dice")[0] == 0.15  # voxel Dice 48/50 below 0.2
+
+
+def test_threshold_scores_drop_small_clusters_as_the_app_does():
+    """The two 1-voxel false blobs vanish under a 2 mm^3 minimum at 1 mm^3 per voxel."""
+    probability, label = _three_blobs()
+    kept = threshold_scores(probability, label, min_cluster_mm3=2.0, voxel_volume_mm3=1.0)
+    assert kept.at(0.3)["cluster_f1"] == pytest.approx(0.8)  # 2/3 found, both clusters true
+    assert kept.at(0.3)["dice"] == pytest.approx(32 / 40)  # TP 16, FN 8, no false voxel left
+    assert kept.at(0.15)["dice"] == 1.0
+    # at 0.3 mm^3 a voxel the 2 mm^3 minimum needs 7 voxels: the 8-voxel blobs stay, the 1-voxel go
+    assert threshold_scores(probability, label, [0.3], 2.0, 0.3).at(0.3)["cluster_f1"] == pytest.approx(0.8)
+    # at 0.2 mm^3 it needs 10 voxels: every cluster goes
+    assert threshold_scores(probability, label, [0.3], 2.0, 0.2).at(0.3)["dice"] == 0.0
 
 
 def test_threshold_ties_go_to_the_one_nearest_one_half():

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from mednet_pvs.cli.train import main
+from mednet_pvs.errors import UsageError
 from mednet_pvs.inference.engine import InferenceSettings, Segmenter
 from mednet_pvs.models.registry import resolve_model
 from mednet_pvs.train.checkpoint import checkpoint_json, load_checkpoint
@@ -88,6 +89,7 @@ def test_model_directory_loads_and_predicts(trained):
         f["n_cases"] == 1 for f in validation["folds"].values()
     )
     assert all(0.0 <= f["dice"] <= 1.0 for f in validation["folds"].values())
+    assert validation["min_cluster_size_mm3"] == 2.0  # scored as the app writes its masks
     # The reversed T1w, z-scored and negated, is exactly the T2w's network input: the same scores.
     inverted = card.metrics["validation_inverted"]["T1w"]
     assert {k: f["cases"] for k, f in inverted["folds"].items()} == {
@@ -245,6 +247,9 @@ def test_usage_errors_exit_2_and_name_the_problem(tmp_path, capsys):
     assert "--inverted-contrasts ['T2w'] overlaps --contrasts ['T2w']" in err
     err = fails([str(bids), str(tmp_path / "o5"), *TINY, "--train-inverted"])
     assert "--train-inverted needs --inverted-contrasts" in err
+    assert "-1 is negative" in fails([str(bids), str(tmp_path / "o6"), *TINY, "--min-cluster-size", "-1"])
+    with pytest.raises(UsageError, match=r"--min-cluster-size -1\.0 must be at least 0"):
+        TrainConfig(output_dir=tmp_path / "o7", synthetic=1, min_cluster_size=-1.0)
     if not torch.cuda.is_available():
         assert "no CUDA GPU is available" in fails(
             [str(bids), str(tmp_path / "o3"), *TINY, "--device", "cuda"]

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from mednet_pvs import __version__
+from mednet_pvs.config import Config
 
 __all__ = ["build_parser", "parse_memory_gb", "read_filter_file", "read_plugin_args"]
 
@@ -235,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         seg,
         "--min-cluster-size",
         type=_non_negative,
-        default=2.0,
+        default=Config.min_cluster_size,
         metavar="MM3",
         help="drop PVS clusters smaller than this volume (mm^3)",
     )

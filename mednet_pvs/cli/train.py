@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from mednet_pvs import __version__
-from mednet_pvs.cli.parser import _add, _positive_int
+from mednet_pvs.cli.parser import _add, _non_negative, _positive_int
 from mednet_pvs.cli.run import EXIT_FAILED, EXIT_OK, setup_logging
+from mednet_pvs.config import Config
 from mednet_pvs.errors import MednetPVSError, UsageError
 
 __all__ = ["build_parser", "config_from_args", "main"]
@@ -216,6 +217,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="dice",
         help="tune the probability threshold on the validation folds for the best mean voxel Dice or "
         "cluster detection F1 ('none': keep 0.5)",
+    )
+    _add(
+        output,
+        "--min-cluster-size",
+        type=_non_negative,
+        default=Config.min_cluster_size,
+        metavar="MM3",
+        help="score the validation masks as the app writes them, without clusters smaller than this "
+        "volume (mm^3; the app's default)",
     )
     _add(
         output,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mednet_pvs.config import Config
 from mednet_pvs.errors import UsageError
 
 __all__ = ["RESUMABLE_CHANGES", "TrainConfig"]
@@ -33,6 +34,7 @@ RESUMABLE_CHANGES = frozenset(
         "description",
         "val_tta",
         "threshold_criterion",
+        "min_cluster_size",
     }
 )
 _NETWORK_DIVISOR = 16  # four 2x down-samplings in MedNeXt
@@ -80,6 +82,7 @@ class TrainConfig:
     val_every: int = 5
     val_tta: bool = False
     threshold_criterion: str = "dice"
+    min_cluster_size: float = Config.min_cluster_size  # mm^3, the app's default
     export: str = "last"
     save_dtype: str = "float32"
     name: str | None = None
@@ -148,6 +151,8 @@ class TrainConfig:
             problems.append(
                 f"--threshold-criterion {self.threshold_criterion}: choose dice, cluster_f1 or none"
             )
+        if self.min_cluster_size < 0:
+            problems.append(f"--min-cluster-size {self.min_cluster_size} must be at least 0")
         if not 0.0 <= self.foreground_fraction <= 1.0:
             problems.append(f"--foreground-fraction {self.foreground_fraction} must be in [0, 1]")
         if self.upkern_from and self.finetune_from:

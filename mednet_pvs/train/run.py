@@ -262,7 +262,13 @@ def _validate(
         # a case read inverted is loaded negated already: the engine must not negate it again
         contrast = None if case.inverted else case.contrast
         probability = segmenter.foreground_probability(sample.image, sample.spacing, contrast)
-        scores[case.case_id] = threshold_scores(probability, sample.label, DEFAULT_THRESHOLDS)
+        scores[case.case_id] = threshold_scores(
+            probability,
+            sample.label,
+            DEFAULT_THRESHOLDS,
+            config.min_cluster_size,
+            float(np.prod(sample.spacing)),
+        )
     return scores
 
 
@@ -282,7 +288,9 @@ def _tune_threshold(
     validation = {
         "engine": {"tta": config.val_tta, "step_size": card.step_size, "weights": config.save_dtype},
         "definitions": "voxel Dice/sensitivity/precision and 26-connected cluster detection (any-overlap "
-        "rule) as mednet-pvs-eval; means over the cases where each is defined",
+        "rule) as mednet-pvs-eval, of the app's mask (clusters below min_cluster_size_mm3 dropped); "
+        "means over the cases where each is defined",
+        "min_cluster_size_mm3": config.min_cluster_size,
         "threshold": threshold,
         "folds": {str(k): _summaries(v, threshold) for k, v in per_fold.items()},
         "folds_at_0.5": {str(k): _summaries(s, 0.5, per_case=False) for k, s in per_fold.items()},

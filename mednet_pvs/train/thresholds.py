@@ -1,11 +1,10 @@
 """Validation scores over a grid of probability thresholds, and the threshold that maximises one of them.
 
-A voxel is PVS when its probability is strictly above the threshold (compared in float32), as in
-:func:`mednet_pvs.stats.clusters.pvs_mask`. Scores are those of ``mednet-pvs-eval``
+Each threshold is scored on the mask the app writes (:func:`mednet_pvs.stats.clusters.pvs_mask`): a
+voxel is PVS when its probability is strictly above the threshold, and 26-connected clusters smaller
+than the minimum cluster size are dropped. Scores are those of ``mednet-pvs-eval``
 (:mod:`mednet_pvs.metrics`): voxel Dice, sensitivity and precision (:class:`VoxelCounts`), and the
-detection F1 of 26-connected clusters under the any-overlap rule (:class:`DetectionCounts`). The
-voxel counts of all thresholds come from one sort of the probabilities (written out because the
-metrics take one binarised mask at a time, i.e. one pass over the volume per threshold).
+detection F1 of 26-connected clusters under the any-overlap rule (:class:`DetectionCounts`).
 """
 
 from __future__ import annotations
@@ -17,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mednet_pvs.metrics.detection import DetectionCounts, match_any_overlap, overlaps
-from mednet_pvs.metrics.voxel import VoxelCounts
-from mednet_pvs.stats.clusters import label_clusters
+from mednet_pvs.metrics.voxel import VoxelCounts, voxel_counts
+from mednet_pvs.stats.clusters import label_clusters, pvs_mask
 
 __all__ = ["CRITERIA", "DEFAULT_THRESHOLDS", "ThresholdScores", "choose_threshold", "threshold_scores"]
 
@@ -58,27 +57,27 @@ class ThresholdScores:
 
 
 def threshold_scores(
-    probability: np.ndarray, label: np.ndarray, thresholds: Sequence[float] = DEFAULT_THRESHOLDS
+    probability: np.ndarray,
+    label: np.ndarray,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    min_cluster_mm3: float = 0.0,
+    voxel_volume_mm3: float = 1.0,
 ) -> ThresholdScores:
-    """Scores of ``probability > t`` against the binary ``label`` for every ``t``."""
+    """Scores of the app's mask of ``probability`` at every threshold against the binary ``label``.
+
+    ``min_cluster_mm3`` and ``voxel_volume_mm3`` drop small clusters as the app does (0: keep all).
+    """
     probability = np.asarray(probability, np.float32)
     truth = np.asarray(label) > 0
     if probability.shape != truth.shape:
         raise ValueError(f"probability shape {probability.shape} differs from label shape {truth.shape}")
     grid = np.asarray(sorted(thresholds), float)
-    cuts = grid.astype(np.float32)
-    on_truth = np.sort(probability[truth])
-    off_truth = np.sort(probability[~truth])
-    true_positive = on_truth.size - np.searchsorted(on_truth, cuts, side="right")
-    false_positive = off_truth.size - np.searchsorted(off_truth, cuts, side="right")
-    voxels = [
-        VoxelCounts(int(tp), int(fp), int(on_truth.size - tp))
-        for tp, fp in zip(true_positive, false_positive, strict=True)
-    ]
     reference, _ = label_clusters(truth)
-    clusters = []
-    for cut in cuts:
-        predicted, n_predicted = label_clusters(probability > cut)
+    voxels, clusters = [], []
+    for cut in grid:
+        mask = pvs_mask(probability, float(cut), min_cluster_mm3, voxel_volume_mm3)
+        voxels.append(voxel_counts(mask, truth))
+        predicted, n_predicted = label_clusters(mask)
         pairs = overlaps(reference, predicted)
         ref_hit, pred_hit = match_any_overlap(pairs)
         clusters.append(
