@@ -153,6 +153,19 @@ def test_resume_continues_exactly_where_a_straight_run_is(trained, tmp_path):
     assert all(torch.equal(resumed.model[k], reference.model[k]) for k in reference.model)
 
 
+def test_last_epoch_is_fast_validated_only_when_it_may_be_exported(trained, tmp_path):
+    bids, _, straight_work = trained  # --export last, --val-every 5 > 2 epochs: no fast validation
+    straight = load_checkpoint(checkpoint_json(straight_work / "fold_0", "latest"))
+    assert straight.state["history"]["val_dice"] == [None, None] and straight.state["best_epoch"] is None
+    assert not checkpoint_json(straight_work / "fold_0", "best").is_file()
+
+    assert main([str(bids), str(tmp_path / "best"), *TINY, "--fold", "0", "--export", "best"]) == 0
+    work = tmp_path / "best.work/fold_0"
+    history = load_checkpoint(checkpoint_json(work, "latest")).state["history"]
+    assert history["val_dice"][0] is None and 0.0 <= history["val_dice"][1] <= 1.0
+    assert load_checkpoint(checkpoint_json(work, "best")).epoch == 2  # the first average is the best
+
+
 def test_resume_refuses_changed_training_settings(trained, tmp_path, capsys):
     bids, _, _ = trained
     model = tmp_path / "m"

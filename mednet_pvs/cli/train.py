@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--val-every",
         type=_positive_int,
         default=5,
-        help="fast validation every E epochs, and the last",
+        help="fast validation every E epochs (and after the last with --export best)",
     )
     _add(output, "--val-tta", action="store_true", help="mirroring TTA in the final validation")
     _add(
