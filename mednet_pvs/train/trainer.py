@@ -259,10 +259,10 @@ def train_fold(setup: FoldSetup, config: TrainConfig, device: torch.device, budg
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         val_dice = ema = None
-        # After the last epoch only when it may pick the exported weights: with --export last the
-        # final validation through the engine scores these weights anyway (17 minutes saved on CPU).
-        last_counts = epoch + 1 == config.epochs and config.export == "best"
-        if setup.val_cases and ((epoch + 1) % config.val_every == 0 or last_counts):
+        # The last epoch is validated only when its score may pick the exported weights: with
+        # --export last the final validation through the engine scores these weights anyway.
+        last_may_be_exported = epoch + 1 == config.epochs and config.export == "best"
+        if setup.val_cases and ((epoch + 1) % config.val_every == 0 or last_may_be_exported):
             val_dice = fast_validation_dice(net, setup.val_cases, config.patch_size, device, amp)
             previous = next((v for v in reversed(history["val_dice_ema"]) if v is not None), None)
             ema = val_dice if previous is None else EMA_MOMENTUM * previous + (1 - EMA_MOMENTUM) * val_dice
