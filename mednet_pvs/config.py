@@ -49,6 +49,7 @@ class Config:
     model: str | None = None
     device: str = "auto"
     tta: bool = True
+    tta_mirroring: str = "all"
     folds: list[int] = field(default_factory=list)
     threshold: float | None = None
     min_cluster_size: float = 2.0

@@ -94,6 +94,8 @@ def _resolve_model(config: Config) -> tuple[Path | None, bool, list[str]]:
     try:
         model = resolve_model(config.model)
         device = resolve_device(config.device)
+        if config.tta:
+            model.card.tta_mirror_axes(config.tta_mirroring)
     except ModelError as exc:
         raise UsageError(str(exc)) from exc
     model.card.verify(model.path, folds=config.folds or None)

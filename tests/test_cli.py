@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 
 import pytest
 
 from mednet_pvs import __version__
 from mednet_pvs.cli.parser import build_parser, parse_memory_gb
 from mednet_pvs.cli.run import main
+from mednet_pvs.models.card import ModelCard
 from tests.bids_factory import make_bids
 
 
@@ -132,6 +135,25 @@ def test_missing_model_message(dataset, tmp_path, capsys, monkeypatch):
     code, out = _exit_code(argv, capsys)
     assert code == 2
     assert "--model" in out.err and "model directory" in out.err and "--method frangi" in out.err
+
+
+def test_tta_mirroring_is_a_choice_checked_against_the_model_before_any_work(
+    dataset, tmp_path, capsys, tiny_model
+):
+    assert build_parser().parse_args(["b", "o", "participant"]).tta_mirroring == "all"
+    args = build_parser().parse_args(["b", "o", "participant", "--tta-mirroring", "left-right"])
+    assert args.tta_mirroring == "left-right"
+    code, out = _exit_code(["b", "o", "participant", "--tta-mirroring", "up-down"], capsys)
+    assert code == 2 and "invalid choice: 'up-down'" in out.err
+    model = tmp_path / "no-lr-model"
+    shutil.copytree(tiny_model, model)
+    dataclasses.replace(ModelCard.load(model), mirror_axes=[1, 2]).save(model)
+    argv = [dataset, tmp_path / "o", "participant", "--skip-bids-validation", "-w", tmp_path / "w"]
+    code, out = _exit_code([*argv, "--model", model, "--tta-mirroring", "left-right"], capsys)
+    assert code == 2
+    assert "model 'tiny' was not trained with left-right mirroring" in out.err
+    assert "use --tta-mirroring all or --no-tta" in out.err
+    assert not (tmp_path / "o" / "sub-01").exists()
 
 
 def test_bad_filter_file(dataset, tmp_path, capsys):

@@ -329,7 +329,11 @@ def test_the_segmentation_interface_ensembles_every_fold_unless_told(tiny_model:
 
     make_phantom(shape=(32, 36, 32)).to_filename(tmp_path / "brain.nii.gz")
     node = ModelSegmentation(model_dir=str(tiny_model), in_file=str(tmp_path / "brain.nii.gz"), tta=False)
-    assert node.run(cwd=str(tmp_path)).outputs.model_info["folds"] == [0, 1]
+    info = node.run(cwd=str(tmp_path)).outputs.model_info
+    assert info["folds"] == [0, 1] and info["tta"] is False and info["tta_mirroring"] is None
+    node.inputs.tta, node.inputs.tta_mirroring = True, "left-right"
+    info = node.run(cwd=str(tmp_path)).outputs.model_info
+    assert info["tta"] is True and info["tta_mirroring"] == "left-right"
 
 
 @pytest.mark.parametrize("axcodes", [("R", "A", "S"), ("L", "P", "S"), ("P", "I", "R")])
@@ -358,6 +362,42 @@ def test_segmenter_runs_on_conformed_images_of_any_orientation(
         np.asarray(conformed.dataobj), conformed.header.get_zooms()[:3]
     )
     np.testing.assert_allclose(foreground, 1.0 - probabilities[0], atol=1e-6)
+
+
+@pytest.mark.parametrize(("axes", "left_right"), [([0, 1, 2], 0), ([2, 1, 0], 2)])
+def test_left_right_tta_mirrors_the_network_axis_of_the_images_x(
+    tiny_model: Path, axes: list[int], left_right: int
+) -> None:
+    card = dataclasses.replace(ModelCard.load(tiny_model), axes=axes)
+    assert card.tta_mirror_axes("all") == [0, 1, 2] and card.tta_mirror_axes("left-right") == [left_right]
+    image = np.asarray(make_phantom(shape=(40, 44, 36)).dataobj, np.float32)
+
+    def probabilities(card: ModelCard, tta: bool = True, mirroring: str = "all") -> np.ndarray:
+        settings = InferenceSettings(
+            device="cpu", tta=tta, tta_mirroring=mirroring, folds=[0], progress=False
+        )
+        return Segmenter(tiny_model, card, settings).predict(image, (1.0, 1.0, 1.0))
+
+    left_right_only = probabilities(card, mirroring="left-right")
+    expected = probabilities(dataclasses.replace(card, mirror_axes=[left_right]))
+    np.testing.assert_array_equal(left_right_only, expected)
+    for other in (probabilities(card, tta=False), probabilities(card)):
+        assert np.abs(left_right_only - other).max() > 1e-3
+    wrong_axis = dataclasses.replace(card, mirror_axes=[2 - left_right])
+    assert np.abs(left_right_only - probabilities(wrong_axis)).max() > 1e-3
+
+
+def test_left_right_tta_is_refused_for_a_model_not_trained_with_it(tiny_model: Path) -> None:
+    card = dataclasses.replace(ModelCard.load(tiny_model), mirror_axes=[1, 2])
+    assert card.tta_mirror_axes("all") == [1, 2]
+    message = r"model 'tiny' was not trained with left-right mirroring \(its mirror_axes \[1, 2\] lack"
+    with pytest.raises(ModelError, match=message):
+        Segmenter(tiny_model, card, InferenceSettings(device="cpu", tta_mirroring="left-right"))
+    with pytest.raises(ModelError, match="TTA mirroring must be one of all, left-right, got 'up-down'"):
+        card.tta_mirror_axes("up-down")
+    # without TTA nothing is mirrored, so the choice does not matter
+    settings = InferenceSettings(device="cpu", tta=False, tta_mirroring="left-right")
+    assert Segmenter(tiny_model, card, settings).mirror_axes == []
 
 
 def test_settings_are_checked(tiny_model: Path) -> None:

@@ -100,7 +100,8 @@ def test_grid_round_trip_resume_and_group(grid_dataset, tmp_path):
     assert 'Executing "mednext"' not in text
     assert {p: p.read_bytes() for p in out.glob("sub-*/anat/*.nii.gz")} == first  # deleted output restored
 
-    # anisotropic voxels, with a model at the input's spacing (network axes z, y, x)
+    # anisotropic voxels, with a model at the input's spacing (network axes z, y, x), and TTA
+    # mirroring the image left-right (network axis 2); the voxel-wise model gives the same mask
     aniso_model = threshold_model(tmp_path / "model_aniso", spacing=(2.0, 0.5, 0.5))
     argv = [
         str(grid_dataset),
@@ -114,10 +115,16 @@ def test_grid_round_trip_resume_and_group(grid_dataset, tmp_path):
         "aniso",
         "--nipype-plugin",
         "Linear",
-        *COMMON,
+        *[option for option in COMMON if option != "--no-tta"],
+        "--tta-mirroring",
+        "left-right",
     ]
     assert main(argv) == 0
     _check_outputs(out, grid_dataset, "aniso")
+    sidecar = json.loads((out / "sub-aniso" / "anat" / "sub-aniso_desc-pvs_mask.json").read_text())
+    assert sidecar["Method"]["tta"] is True and sidecar["Method"]["tta_mirroring"] == "left-right"
+    report = (out / "sub-aniso.html").read_text()
+    assert "with mirroring test-time augmentation (the image and its left-right mirror)" in report
 
     assert main([str(grid_dataset), str(out), "group"]) == 0
     group = pd.read_csv(out / "group_desc-pvs_morph.tsv", sep="\t")

@@ -110,6 +110,11 @@ def test_methods_text_describes_what_was_done_and_cites_it():
     assert {"potter", "strive", "ants"} <= set(cited) and set(cited) <= set(REFERENCES)
     assert "[2]" in text and f"[{len(cited)}]" in text
     assert "inverted" not in text
+    assert "averaging folds 0, 1, with mirroring test-time augmentation." in text
+    text = " ".join(methods_text({**facts, "tta_mirroring": "left-right"})[0])
+    assert "with mirroring test-time augmentation (the image and its left-right mirror)." in text
+    text = " ".join(methods_text({**facts, "tta": False, "tta_mirroring": "left-right"})[0])
+    assert "averaging folds 0, 1, without TTA." in text and "left-right" not in text
     inverted = {**facts, "contrast": "T1w", "model_contrasts": ["T2w"], "model_inverted_contrasts": ["T1w"]}
     text = " ".join(methods_text(inverted)[0])
     assert ", the T1w image read with inverted intensities by a model trained on T2w, averaging folds" in text

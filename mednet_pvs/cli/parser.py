@@ -15,6 +15,7 @@ import yaml
 
 from mednet_pvs import __version__
 from mednet_pvs.config import Config
+from mednet_pvs.models.card import TTA_MIRRORINGS
 
 __all__ = ["build_parser", "parse_memory_gb", "read_filter_file", "read_plugin_args"]
 
@@ -215,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="mirroring test-time augmentation",
+    )
+    _add(
+        seg,
+        "--tta-mirroring",
+        choices=TTA_MIRRORINGS,
+        default=Config.tta_mirroring,
+        help="mirrorings TTA averages: 'all' of the model card's (8 passes for 3 axes) or "
+        "'left-right' (2 passes, about 4x faster; see docs/models.md for what it costs in accuracy)",
     )
     _add(
         seg,

@@ -52,19 +52,21 @@ def resolve_device(name: str = "auto") -> torch.device:
 class InferenceSettings:
     """How to run a model (``None`` means: follow the model card, or the device's measured default).
 
-    ``batch_size`` counts windows x mirrorings per forward pass (1 is fastest on CPU; CUDA
-    out-of-memory halves it). ``amp`` is autocast (bfloat16/float16), on by default on CUDA only.
-    ``skip_empty_windows`` leaves out windows with no brain voxel. ``reuse_memory`` keeps freed
-    memory in the process while predicting (see :mod:`mednet_pvs.inference.memory`). ``freeze``
-    runs the networks as frozen oneDNN graphs on the CPU (:mod:`mednet_pvs.inference.frozen`).
-    ``convention``: ``nnunet_v1`` (the published PVS models' framework) normalises the resampled
-    crop and blends windows, mirrorings and folds as softmax outputs; ``nnunet_v2`` normalises
-    before resampling and blends logits, with the softmax after resampling back, as nnU-Net v2's
-    predictor does.
+    ``tta`` averages the mirrorings of ``tta_mirroring`` (``all``: every subset of the card's
+    ``mirror_axes``; ``left-right``: the image and its left-right mirror). ``batch_size`` counts
+    windows x mirrorings per forward pass (1 is fastest on CPU; CUDA out-of-memory halves it).
+    ``amp`` is autocast (bfloat16/float16), on by default on CUDA only. ``skip_empty_windows``
+    leaves out windows with no brain voxel. ``reuse_memory`` keeps freed memory in the process
+    while predicting (see :mod:`mednet_pvs.inference.memory`). ``freeze`` runs the networks as
+    frozen oneDNN graphs on the CPU (:mod:`mednet_pvs.inference.frozen`). ``convention``:
+    ``nnunet_v1`` (the published PVS models' framework) normalises the resampled crop and blends
+    windows, mirrorings and folds as softmax outputs; ``nnunet_v2`` normalises before resampling
+    and blends logits, with the softmax after resampling back, as nnU-Net v2's predictor does.
     """
 
     device: str = "auto"
     tta: bool = True
+    tta_mirroring: str = "all"
     folds: list[int] | None = None
     step_size: float | None = None
     threads: int | None = None
@@ -117,6 +119,7 @@ class Segmenter:
         if self.settings.convention not in ("nnunet_v1", "nnunet_v2"):
             raise ModelError(f"convention must be nnunet_v1 or nnunet_v2, got {self.settings.convention!r}")
         self.v2 = self.settings.convention == "nnunet_v2"
+        self.mirror_axes = card.tta_mirror_axes(self.settings.tta_mirroring) if self.settings.tta else []
         self.folds = list(folds)
         if self.settings.threads:
             torch.set_num_threads(int(self.settings.threads))
@@ -164,7 +167,7 @@ class Segmenter:
                 self.n_classes,
                 card.patch_size,
                 self.settings.step_size or card.step_size,
-                card.mirror_axes if self.settings.tta else (),
+                self.mirror_axes,
                 mask=case.mask if self.settings.skip_empty_windows else None,
                 progress=self.settings.progress,
             )

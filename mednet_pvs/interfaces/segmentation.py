@@ -7,6 +7,7 @@ import numpy as np
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
 from mednet_pvs.interfaces.images import node_file
+from mednet_pvs.models.card import TTA_MIRRORINGS
 
 __all__ = ["FrangiSegmentation", "ModelSegmentation"]
 
@@ -29,6 +30,9 @@ class _ModelInputSpec(BaseInterfaceInputSpec):
     contrast = traits.Str(desc="BIDS suffix of the image (a contrast the card reads inverted is negated)")
     device = traits.Str("auto", usedefault=True, desc="auto, cpu, cuda or cuda:N")
     tta = traits.Bool(True, usedefault=True, desc="mirroring test-time augmentation")
+    tta_mirroring = traits.Enum(
+        *TTA_MIRRORINGS, usedefault=True, desc="mirrorings TTA averages: all of the card's, or left-right"
+    )
     folds = traits.List(traits.Int, usedefault=True, desc="folds to ensemble (empty: all)")
     threads = traits.Int(0, usedefault=True, desc="CPU threads for torch (0: torch default)")
     use_gpu = traits.Bool(
@@ -56,6 +60,7 @@ class ModelSegmentation(SimpleInterface):
         settings = InferenceSettings(
             device=self.inputs.device,
             tta=self.inputs.tta,
+            tta_mirroring=self.inputs.tta_mirroring,
             folds=list(self.inputs.folds) or None,
             threads=self.inputs.threads or None,
             progress=False,
@@ -74,6 +79,7 @@ class ModelSegmentation(SimpleInterface):
             "folds": segmenter.folds,
             "device": str(segmenter.device),
             "tta": self.inputs.tta,
+            "tta_mirroring": self.inputs.tta_mirroring if self.inputs.tta else None,
             "threshold": card.threshold_for(contrast),
             "architecture": card.architecture.get("family"),
             "provenance": card.provenance,

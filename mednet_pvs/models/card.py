@@ -21,11 +21,14 @@ from typing import Any
 
 from mednet_pvs.errors import ModelError
 
-__all__ = ["CARD_NAME", "SCHEMA_VERSION", "ModelCard", "fold_file_name", "sha256sum"]
+__all__ = ["CARD_NAME", "SCHEMA_VERSION", "TTA_MIRRORINGS", "ModelCard", "fold_file_name", "sha256sum"]
 
 CARD_NAME = "model.json"
 SCHEMA_VERSION = 1
 NORMALIZATION_SCHEMES = ("zscore",)
+#: Which mirrorings test-time augmentation averages: every subset of the card's ``mirror_axes``, or
+#: the image and its left-right mirror only (2 passes instead of 8).
+TTA_MIRRORINGS = ("all", "left-right")
 
 
 def fold_file_name(fold: int) -> str:
@@ -181,6 +184,24 @@ class ModelCard:
     def threshold_for(self, contrast: str | None) -> float:
         """The probability threshold of images of ``contrast``: its own if the card has one."""
         return self.contrast_thresholds.get(contrast or "", self.threshold)
+
+    def tta_mirror_axes(self, mirroring: str = "all") -> list[int]:
+        """The network axes that test-time augmentation mirrors, for a choice of ``TTA_MIRRORINGS``.
+
+        ``left-right`` is the network axis holding the conformed image's x (R-L) axis; a model whose
+        ``mirror_axes`` (the mirrorings it was trained with) lack it is refused.
+        """
+        if mirroring not in TTA_MIRRORINGS:
+            raise ModelError(f"TTA mirroring must be one of {', '.join(TTA_MIRRORINGS)}, got {mirroring!r}")
+        if mirroring == "all":
+            return list(self.mirror_axes)
+        left_right = self.axes.index(0)
+        if left_right not in self.mirror_axes:
+            raise ModelError(
+                f"model {self.name!r} was not trained with left-right mirroring (its mirror_axes "
+                f"{self.mirror_axes} lack network axis {left_right}); use --tta-mirroring all or --no-tta"
+            )
+        return [left_right]
 
     @property
     def foreground_labels(self) -> list[int]:

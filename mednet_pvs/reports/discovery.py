@@ -189,6 +189,7 @@ def image_facts(image: ImageOutputs) -> dict[str, Any]:
         "model_provenance": pick("model_provenance", _find(model, "provenance")),
         "device": pick("device", _find(model, "device"), config.get("device")),
         "tta": pick("tta", _find(model, "tta"), config.get("tta")),
+        "tta_mirroring": pick("tta_mirroring", _find(model, "tta_mirroring"), config.get("tta_mirroring")),
         "folds": pick("folds", _find(model, "folds")),
         "threshold": pick("threshold", _find(parameters, "threshold"), config.get("threshold")),
         "min_cluster_size_mm3": pick(

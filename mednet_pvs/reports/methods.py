@@ -153,6 +153,8 @@ def methods_text(facts: Mapping[str, Any], cited: list[str] | None = None) -> tu
             segmentation += f", averaging folds {_fmt(facts.get('folds'))}"
         if facts.get("tta") is not None:
             segmentation += ", with mirroring test-time augmentation" if facts.get("tta") else ", without TTA"
+            if facts.get("tta") and facts.get("tta_mirroring") == "left-right":
+                segmentation += " (the image and its left-right mirror)"
         if facts.get("device"):
             segmentation += f" on {_fmt(facts.get('device'))}"
     paragraphs.append(

@@ -203,6 +203,7 @@ def _input_table(section: _ImageSection, grid: Mapping[str, Any], output_dir: Pa
         # device and TTA are settings of a network; the Frangi filter has neither
         "device": facts.get("device") if facts.get("method") != "frangi" else None,
         "test-time augmentation": facts.get("tta") if facts.get("method") != "frangi" else None,
+        "TTA mirroring": facts.get("tta_mirroring") if facts.get("tta") else None,
         "folds": ", ".join(map(str, facts["folds"]))
         if isinstance(facts.get("folds"), list)
         else facts.get("folds"),

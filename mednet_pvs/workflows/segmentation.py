@@ -46,6 +46,7 @@ def init_segmentation_wf(
                 contrast=contrast,
                 device=config.device,
                 tta=config.tta,
+                tta_mirroring=config.tta_mirroring,
                 folds=config.folds,
                 threads=config.omp_nthreads,
                 use_gpu=use_gpu,
