@@ -31,6 +31,8 @@ def test_default_model_is_bundled_verified_and_documented():
     assert set(model.card.contrast_thresholds) == {"T1w"}
     assert model.card.metrics["validation_inverted"]["T1w"]["folds"]["0"]["n_cases"] == 5
     assert model.card.threshold_for("T1w") == model.card.contrast_thresholds["T1w"] != model.card.threshold
+    # trained mirrored on every axis: all 8 mirrorings by default, or left-right only (docs/models.md)
+    assert model.card.tta_mirror_axes("all") == [0, 1, 2] and model.card.tta_mirror_axes("left-right") == [0]
     weights = sum(p.stat().st_size for p in model.path.glob("fold_*.safetensors"))
     assert weights < 5 * 2**20  # float16, small enough for the wheel and the image
 
