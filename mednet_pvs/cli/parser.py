@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=TTA_MIRRORINGS,
         default=Config.tta_mirroring,
         help="mirrorings TTA averages: 'all' of the model card's (8 passes for 3 axes) or "
-        "'left-right' (2 passes, about 4x faster; see docs/models.md for what it costs in accuracy)",
+        "'left-right' (2 passes, 3-4 times faster on a CPU; docs/models.md gives what it costs in accuracy)",
     )
     _add(
         seg,
