@@ -4,9 +4,9 @@ Generates one T2w phantom (a ``--crop-mm`` cube of brain at 1 mm, seed ``--seed`
 and predicts its PVS probability with the bundled model (or ``--model``) three times in one
 process, after one untimed warm-up run: without TTA, averaging the image and its left-right mirror
 (``--tta-mirroring left-right``), and averaging every mirroring of the card (the default, 8 for 3
-axes). Prints wall
-and CPU seconds of each, the ratio to the run without TTA, and how far each mask (the card's
-threshold) is from the all-mirrorings one (Dice, and the largest probability difference). The
+axes). Prints wall and CPU seconds of each, the ratio to the run without TTA, and how far each
+mask (the card's threshold) is from the all-mirrorings one (Dice, and the largest probability
+difference). The
 accuracy of each choice on held-out phantoms comes from scripts/evaluate_heldout.py
 ``--tta --tta-mirroring left-right``; this script measures the cost only.
 
@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from mednet_pvs.inference.engine import InferenceSettings, Segmenter
+from mednet_pvs.inference.sliding_window import mirror_combinations
 from mednet_pvs.metrics.voxel import voxel_counts
 from mednet_pvs.models.registry import resolve_model
 from mednet_pvs.preproc.conform import conform
@@ -57,13 +58,12 @@ def main() -> None:
         segmenter = Segmenter(model.path, model.card, settings)
         start, start_cpu = time.perf_counter(), time.process_time()
         probability = segmenter.foreground_probability(data, spacing, "T2w")
-        results[label] = (time.perf_counter() - start, time.process_time() - start_cpu, probability)
-    base = results["no TTA"][0]
-    reference = results["all mirrorings"][2]
+        seconds, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+        results[label] = (len(mirror_combinations(segmenter.mirror_axes)), seconds, cpu, probability)
+    base = results["no TTA"][1]
+    reference = results["all mirrorings"][3]
     print(f"{'':15s} passes   wall s    CPU s  x no TTA  Dice vs all  max |dp|")
-    for label, tta, mirroring in RUNS:
-        seconds, cpu, probability = results[label]
-        passes = 2 ** len(model.card.tta_mirror_axes(mirroring)) if tta else 1
+    for label, (passes, seconds, cpu, probability) in results.items():
         dice = voxel_counts(probability > threshold, reference > threshold).dice
         print(
             f"{label:15s} {passes:6d} {seconds:8.1f} {cpu:8.1f} {seconds / base:9.2f} {dice:12.3f} "
